@@ -1,0 +1,37 @@
+"""Recurrent cells on one explicit-state step interface (see ``base.py``)."""
+from .base import Cell, CellProtocol, check_cell, output_size, run_steps
+from .gated import GRUCell, LSTMCell, LSTMState
+from .lru import LRUCell, LRUState, ResLRUCell
+from .rnn import ElmanCell, HState
+from .spiking import (
+    ALIFCell,
+    ALIFState,
+    LIFCell,
+    LIFState,
+    decay_from_tau,
+    spiking_step,
+    tau_from_decay,
+)
+
+__all__ = [
+    "ALIFCell",
+    "ALIFState",
+    "Cell",
+    "CellProtocol",
+    "ElmanCell",
+    "GRUCell",
+    "HState",
+    "LIFCell",
+    "LIFState",
+    "LRUCell",
+    "LRUState",
+    "LSTMCell",
+    "LSTMState",
+    "ResLRUCell",
+    "check_cell",
+    "decay_from_tau",
+    "output_size",
+    "run_steps",
+    "spiking_step",
+    "tau_from_decay",
+]

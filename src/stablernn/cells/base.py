@@ -1,0 +1,142 @@
+"""The cell step interface every recurrent layer implements (DESIGN.md "the cell step").
+
+A cell is an ``nn.Module`` with an explicit, immutable state (a NamedTuple of ``[batch, .]`` tensors):
+
+- ``initial_state(batch_size, device=, dtype=) -> State``
+- ``forward(x [B, input_size], state) -> (out [B, output_size], new_state)``: one time step, no mutation of the
+  module or of the state it got;
+- ``stability_state(state) -> s [B, d]``: the continuous part whose one-step Jacobian is the time transition;
+- ``with_stability_state(state, s) -> State``: the inverse, recomputing what depends on ``s``.
+
+A user's own cell only needs these four methods (and ``input_size`` / ``hidden_size``); subclassing :class:`Cell` is
+optional. Everything else (stacks, LSC, diagnostics, training) works through them. Two optional extras:
+``output_size`` (when the output width differs from ``hidden_size``) and ``output(state) -> out``, the step's output
+as a function of the state: when a cell has it, depth Jacobians run from the lower layer's stability state through
+its output (e.g. through the spike and its surrogate gradient); without it they start at the layer's input.
+"""
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+State = Any  # a NamedTuple of [B, .] tensors
+
+
+@runtime_checkable
+class CellProtocol(Protocol):
+    """The structural type of a cell: what :func:`check_cell` verifies on a user's own cell."""
+
+    input_size: int
+    hidden_size: int
+
+    def initial_state(self, batch_size: int, *, device: Any = None, dtype: Any = None) -> State: ...
+
+    def __call__(self, x: Tensor, state: State) -> tuple[Tensor, State]: ...
+
+    def stability_state(self, state: State) -> Tensor: ...
+
+    def with_stability_state(self, state: State, s: Tensor) -> State: ...
+
+
+class Cell(nn.Module):
+    """Base class for cells: sizes, input checking and the default whole-sequence loop."""
+
+    input_size: int
+    hidden_size: int
+
+    def __init__(self, input_size: int, hidden_size: int, output_size: int | None = None):
+        super().__init__()
+        check_size("input_size", input_size)
+        check_size("hidden_size", hidden_size)
+        self.input_size = int(input_size)
+        self.hidden_size = int(hidden_size)
+        self.output_size = int(output_size if output_size is not None else hidden_size)
+
+    def initial_state(self, batch_size: int, *, device: Any = None, dtype: Any = None) -> State:
+        raise NotImplementedError
+
+    def stability_state(self, state: State) -> Tensor:
+        raise NotImplementedError
+
+    def with_stability_state(self, state: State, s: Tensor) -> State:
+        raise NotImplementedError
+
+    def forward_sequence(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """All steps: ``x [B, T, input_size] -> (out [B, T, output_size], final state)``.
+
+        Cells with a faster whole-sequence path override this; it must match the step loop to float tolerance.
+        """
+        return run_steps(self, x, state)
+
+    def _zeros(self, batch_size: int, width: int, device: Any, dtype: Any) -> Tensor:
+        ref = next(self.parameters(), None)
+        device = device if device is not None else (ref.device if ref is not None else None)
+        dtype = dtype if dtype is not None else (ref.dtype if ref is not None else torch.get_default_dtype())
+        return torch.zeros(batch_size, width, device=device, dtype=dtype)
+
+
+def output_size(cell: nn.Module) -> int:
+    """A cell's output width (``output_size`` if it declares one, else ``hidden_size``)."""
+    return int(getattr(cell, "output_size", cell.hidden_size))
+
+
+def run_steps(cell: nn.Module, x: Tensor, state: State) -> tuple[Tensor, State]:
+    """The one time loop: ``x [B, T, F] -> (out [B, T, out], final state)``.
+
+    Iterates ``x.unbind(1)``: indexing ``x[:, t]`` inside the loop would make every step's backward allocate a full
+    ``[B, T, F]`` zero tensor.
+    """
+    outs = []
+    for x_t in x.unbind(1):
+        out, state = cell(x_t, state)
+        outs.append(out)
+    return torch.stack(outs, 1), state
+
+
+def check_size(name: str, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def check_input(cell: nn.Module, x: Tensor) -> None:
+    """Raise a clear error when a step's input is not ``[B, input_size]``."""
+    if x.dim() != 2 or x.shape[-1] != cell.input_size:
+        raise ValueError(
+            f"{type(cell).__name__} expects one step of input shaped [batch, {cell.input_size}], got "
+            f"{list(x.shape)}; sequences are [batch, time, features] and go through DeepRNN or forward_sequence"
+        )
+
+
+def check_cell(cell: nn.Module, batch_size: int = 2) -> None:
+    """Check that ``cell`` implements the interface (a user's own cell included); raises ``TypeError`` saying what
+    is missing or inconsistent."""
+    for attr in ("input_size", "hidden_size"):
+        if not isinstance(getattr(cell, attr, None), int):
+            raise TypeError(f"{type(cell).__name__} needs an int attribute {attr!r}")
+    for meth in ("initial_state", "stability_state", "with_stability_state"):
+        if not callable(getattr(cell, meth, None)):
+            raise TypeError(f"{type(cell).__name__} needs a method {meth}(...) (see stablernn.cells.base)")
+    state = cell.initial_state(batch_size)
+    if not (isinstance(state, tuple) and hasattr(state, "_fields")):
+        raise TypeError(f"{type(cell).__name__}.initial_state must return a NamedTuple of tensors")
+    ref = next(cell.parameters(), None)
+    x = torch.zeros(batch_size, cell.input_size, dtype=ref.dtype if ref is not None else None)
+    out, new = cell(x, state)
+    if out.shape != (batch_size, output_size(cell)):
+        raise TypeError(f"{type(cell).__name__} step returned out {list(out.shape)}, "
+                        f"expected [{batch_size}, {output_size(cell)}]")
+    s = cell.stability_state(new)
+    if s.dim() != 2 or s.shape[0] != batch_size:
+        raise TypeError(f"{type(cell).__name__}.stability_state must return [batch, d], got {list(s.shape)}")
+    rebuilt = cell.stability_state(cell.with_stability_state(new, s))
+    if not torch.allclose(rebuilt, s):
+        raise TypeError(f"{type(cell).__name__}.with_stability_state is not the inverse of stability_state")
+
+
+def split_state(s: Tensor, sizes: list[int]) -> tuple[Tensor, ...]:
+    """Split a concatenated stability state ``[B, sum(sizes)]`` into its pieces."""
+    return tuple(torch.split(s, sizes, dim=-1))
+
+

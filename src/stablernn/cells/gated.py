@@ -1,0 +1,102 @@
+"""Gated cells: LSTM and GRU, with parameters in PyTorch's ``nn.LSTM`` / ``nn.GRU`` layout so a fused sequence
+kernel can run on exactly the weights LSC pre-trained (gate order i, f, g, o for LSTM; r, z, n for GRU)."""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import Cell, check_input, split_state
+from .init import glorot_uniform_, orthogonal_blocks_
+from .rnn import HState
+
+
+class LSTMState(NamedTuple):
+    h: Tensor  # [B, H]
+    c: Tensor  # [B, H]
+
+
+class LSTMCell(Cell):
+    """LSTM step (spec §2.2): glorot input kernel, orthogonal recurrent blocks, forget-gate bias 1.
+
+    i, f, g, o = split(x W_ih^T + b_ih + h W_hh^T + b_hh); c' = σ(f) c + σ(i) tanh(g); h' = σ(o) tanh(c').
+    The stability state is ``[h, c]`` (``[B, 2H]``): the cell state is part of the time transition.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, forget_bias: float = 1.0):
+        super().__init__(input_size, hidden_size)
+        H = hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(4 * H, input_size))
+        self.weight_hh = nn.Parameter(torch.empty(4 * H, H))
+        self.bias_ih = nn.Parameter(torch.zeros(4 * H))
+        self.bias_hh = nn.Parameter(torch.zeros(4 * H))
+        glorot_uniform_(self.weight_ih, input_size, 4 * H)
+        orthogonal_blocks_(self.weight_hh, 4)
+        with torch.no_grad():
+            self.bias_ih[H:2 * H] = forget_bias
+
+    def initial_state(self, batch_size: int, *, device: Any = None, dtype: Any = None) -> LSTMState:
+        z = self._zeros(batch_size, self.hidden_size, device, dtype)
+        return LSTMState(z, z)
+
+    def forward(self, x: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
+        check_input(self, x)
+        gates = F.linear(x, self.weight_ih, self.bias_ih) + F.linear(state.h, self.weight_hh, self.bias_hh)
+        i, f, g, o = gates.chunk(4, dim=-1)
+        c = torch.sigmoid(f) * state.c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return h, LSTMState(h, c)
+
+    def output(self, state: LSTMState) -> Tensor:
+        return state.h
+
+    def stability_state(self, state: LSTMState) -> Tensor:
+        return torch.cat([state.h, state.c], dim=-1)
+
+    def with_stability_state(self, state: LSTMState, s: Tensor) -> LSTMState:
+        h, c = split_state(s, [self.hidden_size, self.hidden_size])
+        return LSTMState(h, c)
+
+
+class GRUCell(Cell):
+    """GRU step in PyTorch's (= Keras ``reset_after=True``) form, glorot input / orthogonal recurrent init.
+
+    r = σ(x W_ir + b_ir + h W_hr + b_hr); z = σ(x W_iz + b_iz + h W_hz + b_hz);
+    n = tanh(x W_in + b_in + r ⊙ (h W_hn + b_hn)); h' = (1 - z) ⊙ n + z ⊙ h.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int):
+        super().__init__(input_size, hidden_size)
+        H = hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(3 * H, input_size))
+        self.weight_hh = nn.Parameter(torch.empty(3 * H, H))
+        self.bias_ih = nn.Parameter(torch.zeros(3 * H))
+        self.bias_hh = nn.Parameter(torch.zeros(3 * H))
+        glorot_uniform_(self.weight_ih, input_size, 3 * H)
+        orthogonal_blocks_(self.weight_hh, 3)
+
+    def initial_state(self, batch_size: int, *, device: Any = None, dtype: Any = None) -> HState:
+        return HState(self._zeros(batch_size, self.hidden_size, device, dtype))
+
+    def forward(self, x: Tensor, state: HState) -> tuple[Tensor, HState]:
+        check_input(self, x)
+        gi = F.linear(x, self.weight_ih, self.bias_ih)
+        gh = F.linear(state.h, self.weight_hh, self.bias_hh)
+        i_r, i_z, i_n = gi.chunk(3, dim=-1)
+        h_r, h_z, h_n = gh.chunk(3, dim=-1)
+        r = torch.sigmoid(i_r + h_r)
+        z = torch.sigmoid(i_z + h_z)
+        n = torch.tanh(i_n + r * h_n)
+        h = (1.0 - z) * n + z * state.h
+        return h, HState(h)
+
+    def output(self, state: HState) -> Tensor:
+        return state.h
+
+    def stability_state(self, state: HState) -> Tensor:
+        return state.h
+
+    def with_stability_state(self, state: HState, s: Tensor) -> HState:
+        return HState(s)

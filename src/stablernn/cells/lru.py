@@ -1,0 +1,128 @@
+"""Linear recurrent unit (LRU, a diagonal complex state-space layer) and its residual block (spec §2.4).
+
+    λ = exp(-exp(ν) + iθ)                 (|λ| < 1 for every real ν)
+    x[t] = λ ⊙ x[t-1] + γ ⊙ (B u[t])       x ∈ C^N, B ∈ C^{N×in}, γ = exp(γ_log) (normalisation)
+    y[t] = Re(C x[t]) + D u[t]             C ∈ C^{out×N}
+
+Complex numbers are kept as real pairs so ``torch.func`` sees real tensors; the stability state is
+``[Re x, Im x]`` (``[B, 2N]``) and the time transition's radius is ``max |λ|`` for any input.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import Cell, check_input, split_state
+
+
+class LRUState(NamedTuple):
+    re: Tensor  # [B, N]
+    im: Tensor  # [B, N]
+
+
+def lru_step(u: Tensor, re: Tensor, im: Tensor, *, nu_log: Tensor, theta: Tensor, gamma_log: Tensor,
+             b_re: Tensor, b_im: Tensor, c_re: Tensor, c_im: Tensor, d: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """One LRU step on real pairs. ``u [B, in]``, ``re/im [B, N]`` -> ``(y [B, out], re', im')``.
+    ``d`` is a vector (elementwise skip, in == out) or an ``[out, in]`` matrix."""
+    mod = torch.exp(-torch.exp(nu_log))
+    lam_re, lam_im = mod * torch.cos(theta), mod * torch.sin(theta)
+    gamma = torch.exp(gamma_log)
+    bu_re, bu_im = F.linear(u, b_re), F.linear(u, b_im)
+    new_re = lam_re * re - lam_im * im + gamma * bu_re
+    new_im = lam_re * im + lam_im * re + gamma * bu_im
+    skip = u * d if d.dim() == 1 else F.linear(u, d)
+    y = F.linear(new_re, c_re) - F.linear(new_im, c_im) + skip
+    return y, new_re, new_im
+
+
+class LRUCell(Cell):
+    """LRU layer with ring initialisation: |λ| uniform on the ring [r_min, r_max], phase in [0, max_phase].
+
+    Args:
+        input_size: width of u; hidden_size: width of the output y; state_size: N complex states
+            (default ``hidden_size``).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, state_size: int | None = None, *, r_min: float = 0.4,
+                 r_max: float = 0.99, max_phase: float = math.pi / 10):
+        super().__init__(input_size, hidden_size)
+        if not 0.0 <= r_min < r_max < 1.0:
+            raise ValueError(f"LRU ring needs 0 <= r_min < r_max < 1, got r_min={r_min}, r_max={r_max}")
+        N = int(state_size or hidden_size)
+        self.state_size = N
+        u1, u2 = torch.rand(N), torch.rand(N)
+        nu = torch.log(-0.5 * torch.log(u1 * (r_max**2 - r_min**2) + r_min**2))
+        self.nu_log = nn.Parameter(nu)
+        self.theta = nn.Parameter(max_phase * u2)
+        mod = torch.exp(-torch.exp(nu))
+        self.gamma_log = nn.Parameter(torch.log(torch.sqrt(1.0 - mod**2)))
+        self.b_re = nn.Parameter(torch.randn(N, input_size) / math.sqrt(2 * input_size))
+        self.b_im = nn.Parameter(torch.randn(N, input_size) / math.sqrt(2 * input_size))
+        self.c_re = nn.Parameter(torch.randn(hidden_size, N) / math.sqrt(N))
+        self.c_im = nn.Parameter(torch.randn(hidden_size, N) / math.sqrt(N))
+        if input_size == hidden_size:
+            self.d = nn.Parameter(torch.randn(hidden_size))
+        else:
+            self.d = nn.Parameter(torch.randn(hidden_size, input_size) / math.sqrt(input_size))
+
+    def eigenvalues(self) -> Tensor:
+        """λ as a complex vector ``[N]``."""
+        mod = torch.exp(-torch.exp(self.nu_log))
+        return torch.polar(mod, self.theta)
+
+    def initial_state(self, batch_size: int, *, device: Any = None, dtype: Any = None) -> LRUState:
+        z = self._zeros(batch_size, self.state_size, device, dtype)
+        return LRUState(z, z)
+
+    def forward(self, x: Tensor, state: LRUState) -> tuple[Tensor, LRUState]:
+        check_input(self, x)
+        y, re, im = lru_step(x, state.re, state.im, nu_log=self.nu_log, theta=self.theta, gamma_log=self.gamma_log,
+                             b_re=self.b_re, b_im=self.b_im, c_re=self.c_re, c_im=self.c_im, d=self.d)
+        return y, LRUState(re, im)
+
+    def stability_state(self, state: LRUState) -> Tensor:
+        return torch.cat([state.re, state.im], dim=-1)
+
+    def with_stability_state(self, state: LRUState, s: Tensor) -> LRUState:
+        re, im = split_state(s, [self.state_size, self.state_size])
+        return LRUState(re, im)
+
+
+class ResLRUCell(Cell):
+    """Residual LRU block (spec §2.4): ``x' = Dense(x)`` (if widths differ) -> ``u = LayerNorm(x')`` -> LRU ->
+    ``out = x' + Drop(GLU(Drop(GELU(y))))`` with ``GLU(y) = σ(y W1 + b1) ⊙ (y W3 + b3)``.
+
+    ``dropout`` is the block's internal dropout (the papers' code fixed it at 0.1; default here 0.0).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, state_size: int | None = None, *, dropout: float = 0.0,
+                 **lru_options: Any):
+        super().__init__(input_size, hidden_size)
+        W = hidden_size
+        self.proj = nn.Linear(input_size, W) if input_size != W else None
+        self.norm = nn.LayerNorm(W)
+        self.lru = LRUCell(W, W, state_size or 2 * W, **lru_options)
+        self.glu_gate = nn.Linear(W, W)
+        self.glu_value = nn.Linear(W, W)
+        self.dropout = float(dropout)
+
+    def initial_state(self, batch_size: int, *, device: Any = None, dtype: Any = None) -> LRUState:
+        return self.lru.initial_state(batch_size, device=device, dtype=dtype)
+
+    def forward(self, x: Tensor, state: LRUState) -> tuple[Tensor, LRUState]:
+        check_input(self, x)
+        xp = self.proj(x) if self.proj is not None else x
+        y, state = self.lru(self.norm(xp), state)
+        h = F.dropout(F.gelu(y), self.dropout, self.training)
+        h = torch.sigmoid(self.glu_gate(h)) * self.glu_value(h)
+        return xp + F.dropout(h, self.dropout, self.training), state
+
+    def stability_state(self, state: LRUState) -> Tensor:
+        return self.lru.stability_state(state)
+
+    def with_stability_state(self, state: LRUState, s: Tensor) -> LRUState:
+        return self.lru.with_stability_state(state, s)

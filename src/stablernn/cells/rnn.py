@@ -1,0 +1,63 @@
+"""Elman (simple) RNN cell: ``h[t] = act(x[t] W_ih^T + h[t-1] W_hh^T + b)``."""
+from __future__ import annotations
+
+import math
+from typing import Any, Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import Cell, check_input
+from .init import glorot_uniform_
+
+Activation = Literal["relu", "sigmoid", "tanh", "swish"]
+ACTIVATIONS = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh, "swish": F.silu}
+
+
+def activation_fn(name: str):
+    """The elementwise activation called ``name`` (relu, sigmoid, tanh, swish)."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+class HState(NamedTuple):
+    h: Tensor  # [B, H]
+
+
+class ElmanCell(Cell):
+    """Simple RNN with Keras-like init: glorot-uniform input kernel, orthogonal recurrent kernel,
+    bias U(±sqrt(3/H)) (spec §2.2 `rsimplernn` / `ssimplernn`)."""
+
+    def __init__(self, input_size: int, hidden_size: int, activation: Activation = "tanh"):
+        super().__init__(input_size, hidden_size)
+        self.activation = activation
+        self._act = activation_fn(activation)
+        self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size))
+        self.weight_hh = nn.Parameter(torch.empty(hidden_size, hidden_size))
+        self.bias = nn.Parameter(torch.empty(hidden_size))
+        glorot_uniform_(self.weight_ih, input_size, hidden_size)
+        nn.init.orthogonal_(self.weight_hh)
+        bound = math.sqrt(3.0 / hidden_size)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def initial_state(self, batch_size: int, *, device: Any = None, dtype: Any = None) -> HState:
+        return HState(self._zeros(batch_size, self.hidden_size, device, dtype))
+
+    def forward(self, x: Tensor, state: HState) -> tuple[Tensor, HState]:
+        check_input(self, x)
+        h = self._act(F.linear(x, self.weight_ih, self.bias) + F.linear(state.h, self.weight_hh))
+        return h, HState(h)
+
+    def output(self, state: HState) -> Tensor:
+        return state.h
+
+    def stability_state(self, state: HState) -> Tensor:
+        return state.h
+
+    def with_stability_state(self, state: HState, s: Tensor) -> HState:
+        return HState(s)
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}, activation={self.activation}"

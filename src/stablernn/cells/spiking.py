@@ -1,0 +1,240 @@
+"""Recurrent LIF and ALIF spiking cells (spec §2.3): a pure step function and two thin modules.
+
+Per neuron j, with decay δ = exp(-1/τ) and δ_a = exp(-1/τ_a):
+
+    i[t]  = x[t] W_ih^T + z[t-1] (M ⊙ W_hh)^T + b          (M removes self-connections unless allowed)
+    a[t]  = δ_a a[t-1] + (1 - δ_a) z[t-1]                     (ALIF; LIF keeps a = 0)
+    ϑ[t]  = ϑ + β a[t]
+    v[t]  = δ v[t-1] + i[t] - ϑ[t] z[t-1]                     reset="subtract"
+          = (δ v[t-1] + i[t]) (1 - z[t-1])                    reset="multiplicative"   (spec multreset1)
+          = δ v[t-1] (1 - z[t-1]) + i[t]                      reset="mult_leak"        (spec multreset2)
+    z[t]  = H(v[t] - ϑ[t])                                    Heaviside forward, surrogate gradient backward
+
+With ``detach_reset`` the z[t-1] of the reset term carries no gradient (it still does through the recurrent current
+and the adaptation). Weights are ``[post, pre]`` (PyTorch layout). Time constants are in steps.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import Cell, check_input, split_state
+from .init import glorot_uniform_
+
+Reset = Literal["subtract", "multiplicative", "mult_leak"]
+RESETS: tuple[str, ...] = ("subtract", "multiplicative", "mult_leak")
+SpikeFn = Callable[[Tensor], Tensor]
+
+
+def decay_from_tau(tau: Tensor | float) -> Tensor:
+    """δ = exp(-1/τ), τ in steps: the one place time constants become decays."""
+    tau = torch.as_tensor(tau)
+    return torch.exp(-1.0 / tau)
+
+
+def tau_from_decay(decay: Tensor | float) -> Tensor:
+    """τ = -1 / log δ (inverse of :func:`decay_from_tau`)."""
+    decay = torch.as_tensor(decay)
+    return -1.0 / torch.log(decay)
+
+
+def spiking_step(
+    x: Tensor, v: Tensor, a: Tensor | None, z: Tensor, *,
+    weight_ih: Tensor, weight_hh: Tensor, bias: Tensor | None,
+    decay: Tensor, decay_a: Tensor | None, threshold: Tensor, beta: Tensor | None,
+    reset: Reset, detach_reset: bool, spike: SpikeFn,
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
+    """One LIF (``a is None``) or ALIF step. Shapes: x ``[B, in]``, v/a/z ``[B, n]``, per-neuron params ``[n]``.
+
+    Returns ``(z_new, v_new, a_new, thr_new)``; ``weight_hh`` must already have its self-connections masked.
+    """
+    current = F.linear(x, weight_ih, bias) + F.linear(z, weight_hh)
+    if a is not None:
+        a = decay_a * a + (1.0 - decay_a) * z
+        thr = threshold + beta * a
+    else:
+        thr = threshold
+    zr = z.detach() if detach_reset else z
+    if reset == "subtract":
+        v = decay * v + current - thr * zr
+    elif reset == "multiplicative":
+        v = (decay * v + current) * (1.0 - zr)
+    elif reset == "mult_leak":
+        v = decay * v * (1.0 - zr) + current
+    else:
+        raise ValueError(f"unknown reset {reset!r}; choose one of {', '.join(RESETS)}")
+    return spike(v - thr), v, a, thr
+
+
+class LIFState(NamedTuple):
+    v: Tensor  # membrane potential [B, n]
+    z: Tensor  # spikes of the previous step [B, n]
+
+
+class ALIFState(NamedTuple):
+    v: Tensor  # membrane potential [B, n]
+    a: Tensor  # threshold adaptation [B, n]
+    z: Tensor  # spikes of the previous step [B, n]
+
+
+def _per_neuron(value: float | Tensor, n: int, name: str, positive: bool = True) -> Tensor:
+    t = torch.as_tensor(value, dtype=torch.get_default_dtype()).clone()
+    if t.dim() == 0:
+        t = t.expand(n).clone()
+    if t.shape != (n,):
+        raise ValueError(f"{name} must be a scalar or a per-neuron vector of length {n}, got shape {list(t.shape)}")
+    if positive and torch.any(t <= 0):
+        raise ValueError(f"{name} must be > 0, got min {t.min().item():g}")
+    if not torch.all(torch.isfinite(t)):
+        raise ValueError(f"{name} must be finite")
+    return t
+
+
+class LIFCell(Cell):
+    """Recurrent leaky integrate-and-fire layer; outputs spikes ``z [B, n]``; stability state ``v``.
+
+    Args:
+        tau: membrane time constant in steps (scalar or per neuron). The papers' code used 0.1 (δ ≈ 0, spec §7.2);
+            pass ``tau=0.1`` to reproduce it.
+        threshold: firing threshold ϑ.
+        reset: ``subtract`` | ``multiplicative`` | ``mult_leak``.
+        detach_reset: cut the gradient of the reset path (always on in the papers' code, spec §7.1).
+        spike: a surrogate name (``stablernn.surrogate.names()``) or a callable spike function.
+        self_connections: keep the diagonal of the recurrent matrix.
+        learn_tau, learn_threshold: make those per-neuron vectors trainable.
+    """
+
+    adaptive = False
+
+    def __init__(self, input_size: int, hidden_size: int, *, tau: float | Tensor = 20.0,
+                 threshold: float | Tensor = 1.0, reset: Reset = "subtract", detach_reset: bool = True,
+                 spike: str | SpikeFn | None = "fast_sigmoid", self_connections: bool = False,
+                 learn_tau: bool = False, learn_threshold: bool = False, recurrent: bool = True):
+        super().__init__(input_size, hidden_size)
+        from ..surrogate import resolve  # local: surrogate is a sibling package module
+
+        if reset not in RESETS:
+            raise ValueError(f"unknown reset {reset!r}; choose one of {', '.join(RESETS)}")
+        n = hidden_size
+        self.reset, self.detach_reset, self.recurrent = reset, bool(detach_reset), bool(recurrent)
+        self.spike = resolve(spike)
+        self.weight_ih = nn.Parameter(torch.empty(n, input_size))
+        self.weight_hh = nn.Parameter(torch.empty(n, n))
+        self.bias = nn.Parameter(torch.zeros(n))
+        glorot_uniform_(self.weight_ih, input_size, n)
+        glorot_uniform_(self.weight_hh, n, n)
+        if not recurrent:
+            self.weight_hh.requires_grad_(False)
+            with torch.no_grad():
+                self.weight_hh.zero_()
+        mask = torch.ones(n, n) if self_connections else 1.0 - torch.eye(n)
+        self.register_buffer("rec_mask", mask)
+        self._register("tau", _per_neuron(tau, n, "tau"), learn_tau)
+        self._register("threshold", _per_neuron(threshold, n, "threshold"), learn_threshold)
+
+    def _register(self, name: str, value: Tensor, learn: bool) -> None:
+        if learn:
+            setattr(self, name, nn.Parameter(value))
+        else:
+            self.register_buffer(name, value)
+
+    @property
+    def decay(self) -> Tensor:
+        return decay_from_tau(self.tau)
+
+    def recurrent_weight(self) -> Tensor:
+        """``W_hh`` with self-connections masked, ``[n, n]`` (post, pre)."""
+        return self.weight_hh * self.rec_mask
+
+    def initial_state(self, batch_size: int, *, device: Any = None, dtype: Any = None) -> LIFState:
+        z = self._zeros(batch_size, self.hidden_size, device, dtype)
+        return LIFState(z, z)
+
+    def _step(self, x: Tensor, v: Tensor, a: Tensor | None, z: Tensor):
+        return spiking_step(
+            x, v, a, z, weight_ih=self.weight_ih, weight_hh=self.recurrent_weight(), bias=self.bias,
+            decay=self.decay, decay_a=getattr(self, "decay_a", None), threshold=self.threshold,
+            beta=getattr(self, "beta", None), reset=self.reset, detach_reset=self.detach_reset, spike=self.spike)
+
+    def forward(self, x: Tensor, state: LIFState) -> tuple[Tensor, LIFState]:
+        check_input(self, x)
+        z, v, _, _ = self._step(x, state.v, None, state.z)
+        return z, LIFState(v, z)
+
+    def output(self, state: LIFState) -> Tensor:
+        return state.z
+
+    def stability_state(self, state: LIFState) -> Tensor:
+        return state.v
+
+    def with_stability_state(self, state: LIFState, s: Tensor) -> LIFState:
+        """Spikes are recomputed from ``v`` with their surrogate gradient (spec "reoldspike"), so the time Jacobian
+        ``v[t-1] -> v[t]`` includes the recurrent and reset paths."""
+        return LIFState(s, self.spike(s - self.threshold))
+
+    def extra_repr(self) -> str:
+        return (f"{self.input_size}, {self.hidden_size}, reset={self.reset}, detach_reset={self.detach_reset}, "
+                f"tau≈{self.tau.mean().item():.3g}, threshold≈{self.threshold.mean().item():.3g}")
+
+
+class ALIFCell(LIFCell):
+    """Adaptive LIF: the threshold rises by ``β a`` after spikes, ``a`` decaying with ``τ_a`` (spec §2.3).
+
+    Stability state ``[v, a]`` (``[B, 2n]``). ``beta`` and ``tau_adapt`` may be per-neuron; ``learn_beta`` and
+    ``learn_tau_adapt`` make them trainable. A negative β ("ALIF±", spec ``gaussbeta``) is allowed.
+    """
+
+    adaptive = True
+
+    def __init__(self, input_size: int, hidden_size: int, *, beta: float | Tensor = 1.8,
+                 tau_adapt: float | Tensor = 100.0, learn_beta: bool = False, learn_tau_adapt: bool = False,
+                 **lif_options: Any):
+        super().__init__(input_size, hidden_size, **lif_options)
+        n = hidden_size
+        self._register("beta", _per_neuron(beta, n, "beta", positive=False), learn_beta)
+        self._register("tau_adapt", _per_neuron(tau_adapt, n, "tau_adapt"), learn_tau_adapt)
+
+    @property
+    def decay_a(self) -> Tensor:
+        return decay_from_tau(self.tau_adapt)
+
+    def initial_state(self, batch_size: int, *, device: Any = None, dtype: Any = None) -> ALIFState:
+        z = self._zeros(batch_size, self.hidden_size, device, dtype)
+        return ALIFState(z, z, z)
+
+    def forward(self, x: Tensor, state: ALIFState) -> tuple[Tensor, ALIFState]:
+        check_input(self, x)
+        z, v, a, _ = self._step(x, state.v, state.a, state.z)
+        return z, ALIFState(v, a, z)
+
+    def output(self, state: ALIFState) -> Tensor:
+        return state.z
+
+    def stability_state(self, state: ALIFState) -> Tensor:
+        return torch.cat([state.v, state.a], dim=-1)
+
+    def with_stability_state(self, state: ALIFState, s: Tensor) -> ALIFState:
+        v, a = split_state(s, [self.hidden_size, self.hidden_size])
+        return ALIFState(v, a, self.spike(v - self.threshold - self.beta * a))
+
+
+def default_tau_adapt(seq_len: int) -> float:
+    """The papers' adaptation time constant: half the (repeated) sequence length (spec §2.3)."""
+    return max(1.0, seq_len / 2.0)
+
+
+__all__ = [
+    "RESETS",
+    "ALIFCell",
+    "ALIFState",
+    "LIFCell",
+    "LIFState",
+    "decay_from_tau",
+    "default_tau_adapt",
+    "spiking_step",
+    "tau_from_decay",
+]
