@@ -15,7 +15,10 @@ from .cells import (
     ResLRUCell,
     check_cell,
 )
+from .data import DataConfig, load_task
 from .models import FFN, DeepRNN, ModelConfig, build_model
+from .stability.lsc_config import LSCConfig
+from .train import RunConfig, TrainConfig, fit
 
 __version__ = "0.1.0"
 
@@ -23,15 +26,21 @@ __all__ = [
     "FFN",
     "ALIFCell",
     "Cell",
+    "DataConfig",
     "DeepRNN",
     "ElmanCell",
     "GRUCell",
     "LIFCell",
     "LRUCell",
+    "LSCConfig",
     "LSTMCell",
     "ModelConfig",
     "ResLRUCell",
+    "RunConfig",
+    "TrainConfig",
     "build_model",
     "check_cell",
+    "fit",
+    "load_task",
     "surrogate",
 ]

@@ -12,7 +12,7 @@ import sys
 
 from .app import app
 
-COMMAND_MODULES = ["train"]
+COMMAND_MODULES = ["train", "data"]
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"{__name__}.{_name}")
