@@ -53,7 +53,7 @@ def test_interface_and_shapes(cell):
     assert out.shape == (4, 6)
     assert type(new) is type(state)
     assert all(t.shape[0] == 4 for t in new)
-    seq, final = cell.forward_sequence(torch.randn(4, 9, 3, dtype=torch.float64), state)
+    seq, _final = cell.forward_sequence(torch.randn(4, 9, 3, dtype=torch.float64), state)
     assert seq.shape == (4, 9, 6)
 
 
@@ -131,7 +131,7 @@ def _trace(cell, steps: int = 4) -> list[tuple[float, ...]]:
     state, rows = cell.initial_state(1, dtype=torch.float64), []
     for _ in range(steps):
         z, state = cell(torch.ones(1, 1, dtype=torch.float64), state)
-        rows.append(tuple(round(t.item(), 6) for t in state[:-1]) + (z.item(),))
+        rows.append((*tuple(round(t.item(), 6) for t in state[:-1]), z.item()))
     return rows
 
 

@@ -128,7 +128,7 @@ def demo(out_dir: str = typer.Option("runs/demo", "--out-dir", help="where the d
 
 def _lsc_available() -> bool:
     try:
-        from ..stability import lsc as _lsc  # noqa: F401
+        from ..stability import lsc as _lsc
 
         return hasattr(_lsc, "lsc_pretrain")
     except ImportError:
