@@ -168,7 +168,11 @@ def test_stateful_lm_training_runs(tmp_path):
     cfg = DataConfig(task="ptb", batch_size=4, seq_len=20, eval_batch_size=200)
     data = load_task(cfg)
     run = RunConfig(name="lm", out_dir=str(tmp_path), model=ModelConfig(cell="lstm", layers=1, width=16), data=cfg,
-                    train=TrainConfig(epochs=1, lr=1e-2, progress=False, max_batches=5))
+                    train=TrainConfig(epochs=1, lr=1e-2, progress=False, max_batches=5, eval_every=2))
     res = fit(run, data=data)
     assert res["test_ppl"] > 1.0 and math.isfinite(res["test_ppl"])
+    rows = [json.loads(r) for r in (tmp_path / "lm" / "metrics.jsonl").read_text().splitlines()]
+    mids = [r for r in rows if r.get("phase") == "mid_epoch"]
+    assert [r["step"] for r in mids] == [2, 4] and all(math.isfinite(r["val_ppl"]) for r in mids)
+    assert res["epochs"] == 1
     shutil.rmtree(tmp_path / "lm")

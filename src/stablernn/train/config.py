@@ -22,8 +22,8 @@ SequenceLoss = Literal["mean_logits", "last", "per_step"]
 class TrainConfig:
     """How to train."""
 
-    epochs: int = 10
-    lr: float = 1e-3
+    epochs: int = 30
+    lr: float = 3e-3
     optimizer: Optimizer = "adamw"
     weight_decay: float = 0.0
     schedule: Schedule = "cosine"  # over all optimisation steps
@@ -34,6 +34,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     max_batches: int | None = None  # cap on training batches per epoch (quick runs)
+    eval_every: int | None = None  # also evaluate on validation every this many steps (long epochs, e.g. PTB)
     patience: int | None = None  # stop after this many epochs without a better validation score
     time_limit: float | None = None  # seconds of training before stopping after the current epoch
     progress: bool = True  # progress bar

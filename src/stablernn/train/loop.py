@@ -243,6 +243,11 @@ def fit(run: RunConfig, *, data: TaskData | None = None, model: nn.Module | None
             opt.step()
             step += 1
             train_acc.add(logits.detach(), y)
+            if tc.eval_every and step % tc.eval_every == 0 and b + 1 < steps_per_epoch:
+                mid = {"epoch": round(epoch + (b + 1) / steps_per_epoch, 4), "step": step, "phase": "mid_epoch"}
+                mid.update(evaluate(model, data.val, info, tc.loss, device, "val"))
+                history.append(mid)
+                _Progress.write(_epoch_line(mid), tc.progress)
             shown = train_acc.result("train")
             bar.update(loss=loss.item(), **({"acc": shown["train_acc"]} if "train_acc" in shown else {}))
         bar.close()
@@ -269,7 +274,7 @@ def fit(run: RunConfig, *, data: TaskData | None = None, model: nn.Module | None
     if best_path.exists():
         model.load_state_dict(load_state_dict_from(best_path))
     final: dict[str, Any] = {"name": run.name, "run_dir": str(run_dir), "epochs": len(
-        [h for h in history if "epoch" in h]), "stop_reason": stop_reason, "best_" + metric: best,
+        [h for h in history if "epoch" in h and "phase" not in h]), "stop_reason": stop_reason, "best_" + metric: best,
         "seconds": round(time.time() - t_start, 3), "task": info.name, "cell": run.model.cell,
         "parameters": sum(p.numel() for p in model.parameters())}
     final.update(evaluate(model, data.val, info, tc.loss, device, "val"))
@@ -310,7 +315,8 @@ def _save(path: Path, model: nn.Module, opt: torch.optim.Optimizer, epoch: int, 
 
 def _epoch_line(row: dict[str, Any]) -> str:
     keys = [k for k in ("train_loss", "train_acc", "val_loss", "val_acc", "val_ppl", "val_rate") if k in row]
-    return f"epoch {row['epoch']}: " + ", ".join(f"{k} {row[k]:.4g}" for k in keys) + f" ({row['seconds']:.1f} s)"
+    took = f" ({row['seconds']:.1f} s)" if "seconds" in row else ""
+    return f"epoch {row['epoch']}: " + ", ".join(f"{k} {row[k]:.4g}" for k in keys) + took
 
 
 def config_summary(run: RunConfig) -> dict[str, Any]:
