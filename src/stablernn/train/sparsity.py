@@ -164,14 +164,14 @@ def fit_initial_rate(model: nn.Module, batches: Iterable[Any], target: float, st
                 if batch is None:  # a one-shot iterator ran out
                     break
             rates = rates_of(_inputs(batch))
-            if all(abs(float(r) - target) <= tol for r in rates):
+            if all(abs(float(r.detach()) - target) <= tol for r in rates):
                 converged = True
                 break
             loss = torch.stack([(r - target) ** 2 for r in rates]).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         with torch.no_grad():
             after = [float(r) for r in rates_of(_inputs(first))]
     finally:
