@@ -1,0 +1,257 @@
+"""``stablernn dynamics``: Lyapunov spectrum, memory capacity, nonlinear capacity and readout-size scaling of a
+network (fresh, from a run directory, and optionally after LSC pre-training), as a table and figures."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import typer
+from torch import Tensor, nn
+
+from .app import app
+
+FIGURES = ("spectrum.png", "memory.png", "readout.png")
+
+
+def task_stream(loader: Any, streams: int, steps: int) -> Tensor:
+    """Examples of a task laid end to end: ``[streams, >= steps, F]`` (or ``[streams, >= steps]`` token ids), so
+    the Lyapunov spectrum sees task-like input for longer than one example lasts."""
+    pieces: list[Tensor] = []
+    have = 0
+    need = streams * steps
+    for batch in loader:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        pieces.append(x)
+        have += x.shape[0] * x.shape[1]
+        if have >= need:
+            break
+    if not pieces:
+        raise ValueError("the task's loader gave no batches")
+    x = torch.cat(pieces, 0)
+    T = x.shape[1]
+    per_stream = -(-steps // T)  # examples per stream
+    if x.shape[0] < streams * per_stream:  # a small test set: cycle it
+        reps = -(-(streams * per_stream) // x.shape[0])
+        x = x.repeat(reps, *([1] * (x.dim() - 1)))
+    x = x[: streams * per_stream]
+    return x.reshape(streams, per_stream * T, *x.shape[2:])
+
+
+def _build(task: str, cell: str, layers: int, width: int, seed: int, run: Path | None
+           ) -> tuple[nn.Module, Any, str]:
+    from ..data import DataConfig, load_task
+    from ..models import ModelConfig, build_model
+
+    if run is not None:
+        from ..train.checkpoint import load_state_dict_from
+        from ..train.config import load_config_file
+
+        if not run.is_dir():
+            raise FileNotFoundError(f"run directory {run} does not exist (expected runs/<name>/ from "
+                                    f"`stablernn train`)")
+        rc = load_config_file(run / "config.json")
+        data = load_task(rc.data)
+        info = data.info
+        model = build_model(rc.model, input_size=info.input_size, output_size=info.output_size,
+                            seq_len=info.seq_len, tokens=info.input_kind == "tokens")
+        weights = run / "best.pt" if (run / "best.pt").is_file() else run / "checkpoint.pt"
+        model.load_state_dict(load_state_dict_from(weights))
+        return model, data, f"{run.name} ({weights.name})"
+    torch.manual_seed(seed)
+    data = load_task(DataConfig(task=task, seed=seed))
+    info = data.info
+    model = build_model(ModelConfig(cell=cell, layers=layers, width=width), input_size=info.input_size,
+                        output_size=info.output_size, seq_len=info.seq_len, tokens=info.input_kind == "tokens")
+    return model, data, f"{task}-{cell}-{layers}x{width} (init, seed {seed})"
+
+
+def _lsc_variant(model: nn.Module, data: Any, target: float, seed: int) -> tuple[nn.Module, dict[str, Any]]:
+    try:
+        from ..stability.lsc import lsc_pretrain
+    except ImportError as e:  # pragma: no cover - only before LSC exists
+        raise ValueError(f"--lsc needs stablernn.stability.lsc.lsc_pretrain, which is not available: {e}") from None
+    from ..stability.lsc_config import LSCConfig
+
+    m = copy.deepcopy(model)
+    report = lsc_pretrain(m, data.train, LSCConfig(target=target, seed=seed, progress=False))
+    return m, report.to_json()
+
+
+def print_table(rows: dict[str, dict[str, Any]]) -> str:
+    """The one-line-per-network summary table."""
+    degrees = sorted({d for s in rows.values() for d in s.get("ipc", {})}, key=int)
+    head = f"{'network':<26} {'lambda_1':>9} {'mean k':>8} {'MC':>7}" + "".join(f" {'IPC' + d:>7}" for d in degrees)
+    head += f" {'IPC sum':>8} {'|corr|':>7} {'N':>5} {'sec':>6}"
+    lines = [head]
+    for name, s in rows.items():
+        lam = s.get("lyapunov")
+        line = f"{name:<26} {_f(lam[0] if lam else None):>9} {_f(sum(lam) / len(lam) if lam else None):>8} "
+        line += f"{_f(s.get('mc'), 2):>7}" + "".join(f" {_f(s.get('ipc', {}).get(d), 2):>7}" for d in degrees)
+        corr = s["scaling"][-1]["corr"] if s.get("scaling") else None
+        line += f" {_f(s.get('ipc_total'), 2):>8} {_f(corr, 3):>7} {s.get('n_features', 0):>5} {s['seconds']:>6.1f}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def scaling_table(rows: dict[str, dict[str, Any]]) -> str:
+    """Readout-size scaling per network: MC, capacity per degree and mean |corr| against the readout size."""
+    lines = []
+    for name, s in rows.items():
+        if not s.get("scaling"):
+            continue
+        degs = sorted(k[3:] for k in s["scaling"][0] if k.startswith("ipc") and not k.endswith("_sd"))
+        lines.append(f"readout-size scaling: {name}")
+        lines.append(f"  {'n':>5} {'MC':>13}" + "".join(f" {'IPC' + d:>13}" for d in degs) + f" {'|corr|':>7}")
+        for r in s["scaling"]:
+            line = f"  {r['n']:>5} {r['mc']:>7.2f}±{r['mc_sd']:<5.2f}"
+            line += "".join(f" {r['ipc' + d]:>7.2f}±{r['ipc' + d + '_sd']:<5.2f}" for d in degs)
+            lines.append(line + f" {r['corr']:>7.3f}")
+    return "\n".join(lines)
+
+
+def _f(v: float | None, digits: int = 3) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def plot_profiles(rows: dict[str, dict[str, Any]], out: Path) -> list[Path]:
+    """Three figures: the Lyapunov spectrum, MC_k against the lag, capacity against the readout size per degree."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    if any(s.get("lyapunov") for s in rows.values()):
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for name, s in rows.items():
+            if s.get("lyapunov"):
+                lam = s["lyapunov"]
+                ax.errorbar(range(1, len(lam) + 1), lam, yerr=s.get("lyapunov_sd"), marker="o", ms=3, capsize=2,
+                            label=name)
+        ax.axhline(0, color="k", lw=0.6)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.set(xlabel="index i", ylabel="Lyapunov exponent λ_i (per step)", title="Lyapunov spectrum")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        paths.append(_save(fig, out / FIGURES[0]))
+    if any(s.get("mc_per_lag") for s in rows.values()):
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for name, s in rows.items():
+            if s.get("mc_per_lag"):
+                ax.plot(range(1, len(s["mc_per_lag"]) + 1), s["mc_per_lag"], label=f"{name}: MC={s['mc']:.2f}")
+        ax.set(xlabel="lag k", ylabel="MC_k = corr²(y_k, u(t-k))", title="Memory capacity per lag", ylim=(0, 1.02))
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        paths.append(_save(fig, out / FIGURES[1]))
+    scaled = {n: s for n, s in rows.items() if s.get("scaling")}
+    if scaled:
+        first = next(iter(scaled.values()))["scaling"][0]
+        keys = ["mc", *sorted(k for k in first if k.startswith("ipc") and not k.endswith("_sd")), "corr"]
+        fig, axes = plt.subplots(1, len(keys), figsize=(3.0 * len(keys), 3.2))
+        for ax, key in zip(axes, keys, strict=True):
+            for name, s in scaled.items():
+                n = [r["n"] for r in s["scaling"]]
+                ax.errorbar(n, [r[key] for r in s["scaling"]], yerr=[r.get(key + "_sd", 0.0) for r in s["scaling"]],
+                            marker="o", ms=3, capsize=2, label=name)
+            ax.set_xscale("log", base=2)
+            ax.set(xlabel="readout size n", title={"mc": "memory capacity", "corr": "mean |corr|"}.get(
+                key, f"capacity, degree {key[3:]}"))
+        axes[0].legend(fontsize=6)
+        fig.tight_layout()
+        paths.append(_save(fig, out / FIGURES[2]))
+    return paths
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+@app.command(context_settings={"help_option_names": ["-h", "--help"]})
+def dynamics(
+    task: str = typer.Option("digits", "--task", help="task whose input size/classes shape the network and whose "
+                             "examples, laid end to end, drive the Lyapunov spectrum"),
+    cell: str = typer.Option("gru", "--cell", help="cell kind: lstm, gru, tanh_rnn, relu_rnn, lif, alif, lru, ..."),
+    layers: int = typer.Option(2, "--layers", help="recurrent layers"),
+    width: int = typer.Option(64, "--width", help="units per layer"),
+    run: Path | None = typer.Option(None, "--run", help="a run directory from `stablernn train` (config.json + "
+                                    "best.pt/checkpoint.pt): measure the trained network instead of a fresh one"),
+    lyapunov: int = typer.Option(10, "--lyapunov", help="number of Lyapunov exponents (0: skip)"),
+    lyapunov_steps: int = typer.Option(400, "--lyapunov-steps", help="input steps per stream for the spectrum"),
+    transient: int | None = typer.Option(None, "--transient", help="steps dropped before counting (default: a "
+                                         "quarter of --lyapunov-steps)"),
+    memory: int = typer.Option(100, "--memory", help="longest memory-capacity lag k_max (0: skip MC)"),
+    ipc_degree: int = typer.Option(3, "--ipc-degree", help="highest degree of the nonlinear capacity (0: skip)"),
+    ipc_window: int | None = typer.Option(None, "--ipc-window", help="delay window of the capacity targets "
+                                          "(default: 30, 15, 8 for degrees 1, 2, 3, then 5)"),
+    steps: int = typer.Option(2600, "--steps", help="steps per stream of the uniform drive for MC and capacity"),
+    streams: int = typer.Option(8, "--streams", help="parallel streams (the spectrum uses min(streams, 4))"),
+    draws: int = typer.Option(5, "--draws", help="random readout subsets per size (0: skip the scaling)"),
+    features: str = typer.Option("state", "--features", help="readout features: state (stability states: h, "
+                                 "(h, c), (v, a)) or output (layer outputs, spikes for spiking layers)"),
+    ridge: float | None = typer.Option(None, "--ridge", help="relative ridge penalty of the MC readouts (default: "
+                                       "chosen per readout on a validation part of the training time)"),
+    lsc: list[float] = typer.Option([], "--lsc", help="also measure after LSC pre-training to this target; "
+                                    "repeat for several (--lsc 0.5 --lsc 1.0), each from the same initial weights"),
+    seed: int = typer.Option(0, "--seed", help="seeds the network, the drives and the readout subsets"),
+    out: Path | None = typer.Option(None, "--out", help="where summary.json and the figures go (default: "
+                                    "runs/dynamics/<task>-<cell>-<L>x<W>-s<seed>)"),
+    threads: int = typer.Option(1, "--threads", help="torch CPU threads"),
+) -> None:
+    """Lyapunov spectrum, linear memory capacity, nonlinear (Legendre) capacity and how memory and capacity scale
+    with the number of readout neurons, for a fresh or trained network and optionally after LSC pre-training.
+
+    Prints a summary table (top exponent, mean of the k exponents, MC, capacity per degree, mean pairwise |corr| of
+    all readout features) and the readout-size table; writes summary.json, spectrum.png, memory.png and
+    readout.png. Definitions: docs/dynamics.md.
+    """
+    from ..stability.memory import DynamicsConfig, dynamics_profile
+
+    for name, v, lo in (("--layers", layers, 1), ("--width", width, 1), ("--lyapunov-steps", lyapunov_steps, 2),
+                        ("--streams", streams, 1), ("--steps", steps, 2)):
+        if v < lo:
+            raise ValueError(f"{name} must be >= {lo}, got {v}")
+    for name, v in (("--lyapunov", lyapunov), ("--memory", memory), ("--ipc-degree", ipc_degree),
+                    ("--draws", draws)):
+        if v < 0:
+            raise ValueError(f"{name} must be >= 0, got {v}")
+    if features not in ("state", "output"):
+        raise ValueError(f"--features must be state or output, got {features!r}")
+    if memory > 0 and steps <= memory + 20:
+        raise ValueError(f"--steps ({steps}) must well exceed --memory ({memory}): the first k_max steps are a "
+                         f"warmup and the rest is split into train and test")
+    torch.set_num_threads(threads)
+    model, data, label = _build(task, cell, layers, width, seed, run)
+    cfg = DynamicsConfig(lyapunov=lyapunov, transient=transient, memory=memory, ipc_degree=ipc_degree,
+                         ipc_window=ipc_window, n_steps=steps, streams=streams, draws=draws,
+                         features=features, ridge=ridge, seed=seed)  # type: ignore[arg-type]
+    x = task_stream(data.test, min(streams, 4), lyapunov_steps) if lyapunov > 0 else None
+    variants: dict[str, nn.Module] = {"init" if run is None else "trained": model}
+    lsc_reports = {}
+    for target in lsc:
+        name = f"LSC {target:g}"
+        typer.echo(f"LSC pre-training to {target:g} ...")
+        variants[name], lsc_reports[name] = _lsc_variant(model, data, target, seed)
+    rows: dict[str, dict[str, Any]] = {}
+    for name, net in variants.items():
+        rows[name] = dynamics_profile(net, x, cfg).summary()
+    out = out or Path("runs") / "dynamics" / (run.name if run else f"{task}-{cell}-{layers}x{width}-s{seed}")
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {"network": label, "config": dict(cfg.__dict__.items()), "profiles": rows,
+               "lsc": lsc_reports}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    typer.echo(f"network: {label}; features: {features}; exponents per step (natural log)")
+    typer.echo(print_table(rows))
+    if draws > 0:
+        typer.echo(scaling_table(rows))
+    for p in plot_profiles(rows, out):
+        typer.echo(f"wrote {p}")
+    typer.echo(f"wrote {out / 'summary.json'}")
