@@ -176,3 +176,23 @@ def test_stateful_lm_training_runs(tmp_path):
     assert [r["step"] for r in mids] == [2, 4] and all(math.isfinite(r["val_ppl"]) for r in mids)
     assert res["epochs"] == 1
     shutil.rmtree(tmp_path / "lm")
+
+
+def test_flossing_regulariser_pulls_the_top_exponent_toward_its_target(tmp_path):
+    from stablernn.stability.lyapunov import lyapunov_spectrum
+
+    data = load_task(DataConfig(task="digits", batch_size=64, layout="pixels"))
+    x = next(iter(data.val))[0][:16]
+    results = {}
+    for weight in (0.0, 5.0):
+        run = RunConfig(name=f"f{weight}", out_dir=str(tmp_path), model=ModelConfig(cell="tanh_rnn", layers=1,
+                        width=16), data=DataConfig(task="digits", batch_size=64, layout="pixels"),
+                        train=TrainConfig(epochs=1, lr=1e-2, progress=False, max_batches=8, flossing_weight=weight,
+                                          flossing_target=0.0))
+        from stablernn.train.loop import build_for_task
+
+        torch.manual_seed(0)
+        model = build_for_task(run, data.info)
+        fit(run, data=data, model=model)
+        results[weight] = lyapunov_spectrum(model, x, 1).exponents[0].item()
+    assert abs(results[5.0]) < abs(results[0.0])

@@ -46,6 +46,11 @@ class TrainConfig:
     rate_weight: float = 1.0
     rate_ramp: tuple[float, float] = (0.2, 0.6)  # fractions of training where the ramp starts and ends
     rate_schedule: Literal["linear", "cosine"] = "linear"
+    # gradient flossing (Engelken 2023): weight * mean_b (top-k Lyapunov exponents - target)^2 added to the loss,
+    # estimated on each training batch's inputs (0 = off)
+    flossing_weight: float = 0.0
+    flossing_k: int = 1
+    flossing_target: float = 0.0
     init_from: str | None = None  # a checkpoint / weights file to start from (e.g. written by `stablernn pretrain`)
 
 

@@ -227,6 +227,10 @@ def fit(run: RunConfig, *, data: TaskData | None = None, model: nn.Module | None
                 weight = tc.rate_weight * ramp(progress, tc.rate_ramp[0], tc.rate_ramp[1], tc.rate_schedule)
                 if weight > 0:
                     loss = loss + weight * sparsity_loss(outs, spiking, tc.final_rate)
+            if tc.flossing_weight > 0:
+                from ..stability.lyapunov import flossing_loss
+
+                loss = loss + tc.flossing_weight * flossing_loss(model, x, tc.flossing_k, target=tc.flossing_target)
             if not torch.isfinite(loss):
                 bad = first_non_finite([("input", x), *[(f"layer {i} output", o) for i, o in enumerate(outs)],
                                         ("logits", logits)]) or "loss"
