@@ -25,8 +25,9 @@ class LSTMCell(Cell):
     The stability state is ``[h, c]`` (``[B, 2H]``): the cell state is part of the time transition.
     """
 
-    def __init__(self, input_size: int, hidden_size: int, forget_bias: float = 1.0):
+    def __init__(self, input_size: int, hidden_size: int, forget_bias: float = 1.0, *, fast: bool = True):
         super().__init__(input_size, hidden_size)
+        self.fast = bool(fast)  # forward_sequence through PyTorch's fused kernel (fast_gated.py)
         H = hidden_size
         self.weight_ih = nn.Parameter(torch.empty(4 * H, input_size))
         self.weight_hh = nn.Parameter(torch.empty(4 * H, H))
@@ -49,6 +50,15 @@ class LSTMCell(Cell):
         h = torch.sigmoid(o) * torch.tanh(c)
         return h, LSTMState(h, c)
 
+    def forward_sequence(self, x: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
+        """All steps, ``x [B, T, input_size] -> (h [B, T, H], final state)``: PyTorch's fused LSTM kernel on this
+        cell's own parameters when ``self.fast`` (and the step is not overridden), else the step loop."""
+        if self.fast and type(self).forward is LSTMCell.forward:
+            from .fast_gated import lstm_cell_sequence
+
+            return lstm_cell_sequence(self, x, state)
+        return super().forward_sequence(x, state)
+
     def output(self, state: LSTMState) -> Tensor:
         return state.h
 
@@ -67,8 +77,9 @@ class GRUCell(Cell):
     n = tanh(x W_in + b_in + r ⊙ (h W_hn + b_hn)); h' = (1 - z) ⊙ n + z ⊙ h.
     """
 
-    def __init__(self, input_size: int, hidden_size: int):
+    def __init__(self, input_size: int, hidden_size: int, *, fast: bool = True):
         super().__init__(input_size, hidden_size)
+        self.fast = bool(fast)  # forward_sequence through PyTorch's fused kernel (fast_gated.py)
         H = hidden_size
         self.weight_ih = nn.Parameter(torch.empty(3 * H, input_size))
         self.weight_hh = nn.Parameter(torch.empty(3 * H, H))
@@ -91,6 +102,15 @@ class GRUCell(Cell):
         n = torch.tanh(i_n + r * h_n)
         h = (1.0 - z) * n + z * state.h
         return h, HState(h)
+
+    def forward_sequence(self, x: Tensor, state: HState) -> tuple[Tensor, HState]:
+        """All steps, ``x [B, T, input_size] -> (h [B, T, H], final state)``: PyTorch's fused GRU kernel on this
+        cell's own parameters when ``self.fast`` (and the step is not overridden), else the step loop."""
+        if self.fast and type(self).forward is GRUCell.forward:
+            from .fast_gated import gru_cell_sequence
+
+            return gru_cell_sequence(self, x, state)
+        return super().forward_sequence(x, state)
 
     def output(self, state: HState) -> Tensor:
         return state.h

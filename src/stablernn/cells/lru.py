@@ -48,8 +48,9 @@ class LRUCell(Cell):
     """
 
     def __init__(self, input_size: int, hidden_size: int, state_size: int | None = None, *, r_min: float = 0.4,
-                 r_max: float = 0.99, max_phase: float = math.pi / 10):
+                 r_max: float = 0.99, max_phase: float = math.pi / 10, fast: bool = True):
         super().__init__(input_size, hidden_size)
+        self.fast = bool(fast)  # forward_sequence by scan.py's whole-sequence paths instead of the step loop
         if not 0.0 <= r_min < r_max < 1.0:
             raise ValueError(f"LRU ring needs 0 <= r_min < r_max < 1, got r_min={r_min}, r_max={r_max}")
         N = int(state_size or hidden_size)
@@ -84,6 +85,16 @@ class LRUCell(Cell):
                              b_re=self.b_re, b_im=self.b_im, c_re=self.c_re, c_im=self.c_im, d=self.d)
         return y, LRUState(re, im)
 
+    def forward_sequence(self, x: Tensor, state: LRUState) -> tuple[Tensor, LRUState]:
+        """All steps, ``x [B, T, input_size] -> (y [B, T, out], final state)``: when ``self.fast`` (and the step is
+        not overridden) a parallel scan over time on CUDA or a fused sequential kernel on CPU (``scan.py``), else
+        the step loop."""
+        if self.fast and type(self).forward is LRUCell.forward:
+            from .scan import lru_cell_sequence
+
+            return lru_cell_sequence(self, x, state)
+        return super().forward_sequence(x, state)
+
     def stability_state(self, state: LRUState) -> Tensor:
         return torch.cat([state.re, state.im], dim=-1)
 
@@ -117,6 +128,21 @@ class ResLRUCell(Cell):
         check_input(self, x)
         xp = self.proj(x) if self.proj is not None else x
         y, state = self.lru(self.norm(xp), state)
+        h = F.dropout(F.gelu(y), self.dropout, self.training)
+        h = torch.sigmoid(self.glu_gate(h)) * self.glu_value(h)
+        return xp + F.dropout(h, self.dropout, self.training), state
+
+    def forward_sequence(self, x: Tensor, state: LRUState) -> tuple[Tensor, LRUState]:
+        """All steps: the per-step layers (projection, LayerNorm, GELU, GLU) batched over time around the LRU's
+        fast path when ``self.lru.fast``, else the step loop. Equal to the loop except that dropout, when
+        active, draws its masks in a different order."""
+        if not (self.lru.fast and type(self).forward is ResLRUCell.forward):
+            return super().forward_sequence(x, state)
+        if x.dim() != 3 or x.shape[-1] != self.input_size:
+            raise ValueError(f"ResLRUCell.forward_sequence expects [batch, time, {self.input_size}], got "
+                             f"{list(x.shape)}")
+        xp = self.proj(x) if self.proj is not None else x
+        y, state = self.lru.forward_sequence(self.norm(xp), state)
         h = F.dropout(F.gelu(y), self.dropout, self.training)
         h = torch.sigmoid(self.glu_gate(h)) * self.glu_value(h)
         return xp + F.dropout(h, self.dropout, self.training), state

@@ -106,6 +106,8 @@ class LIFCell(Cell):
         spike: a surrogate name (``stablernn.surrogate.names()``) or a callable spike function.
         self_connections: keep the diagonal of the recurrent matrix.
         learn_tau, learn_threshold: make those per-neuron vectors trainable.
+        fast: let :meth:`forward_sequence` use the fused whole-sequence path (``fast_spiking.py``) when the spike
+            function is a ``stablernn.surrogate.SpikeFunction``; ``False`` runs the step loop (the reference).
     """
 
     adaptive = False
@@ -113,8 +115,10 @@ class LIFCell(Cell):
     def __init__(self, input_size: int, hidden_size: int, *, tau: float | Tensor = 20.0,
                  threshold: float | Tensor = 1.0, reset: Reset = "subtract", detach_reset: bool = True,
                  spike: str | SpikeFn | None = "fast_sigmoid", self_connections: bool = False,
-                 learn_tau: bool = False, learn_threshold: bool = False, recurrent: bool = True):
+                 learn_tau: bool = False, learn_threshold: bool = False, recurrent: bool = True,
+                 fast: bool = True):
         super().__init__(input_size, hidden_size)
+        self.fast = bool(fast)
         from ..surrogate import resolve  # local: surrogate is a sibling package module
 
         if reset not in RESETS:
@@ -164,6 +168,16 @@ class LIFCell(Cell):
         check_input(self, x)
         z, v, _, _ = self._step(x, state.v, None, state.z)
         return z, LIFState(v, z)
+
+    def forward_sequence(self, x: Tensor, state: LIFState) -> tuple[Tensor, LIFState]:
+        """All steps, ``x [B, T, input_size] -> (z [B, T, n], final state)``: the fused path of
+        ``fast_spiking.py`` when ``self.fast`` and the spike function allow it, else the step loop. Both give the
+        same outputs, final state and gradients (double backward only through the step loop)."""
+        from .fast_spiking import fast_path_supported, spiking_cell_sequence  # local: it imports this module
+
+        if self.fast and fast_path_supported(self):
+            return spiking_cell_sequence(self, x, state)
+        return super().forward_sequence(x, state)
 
     def output(self, state: LIFState) -> Tensor:
         return state.z
