@@ -1,0 +1,277 @@
+"""LSC pre-training reaches its targets, on every cell kind, an FFN and a user's own cell; report, targets, guards.
+
+The fast tests use small widths; the acceptance runs at width 64 (depth 2 and 5) and the 30x128 FFN are marked slow.
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, NamedTuple
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from stablernn.data import DataConfig, load_task
+from stablernn.models import FFN, DeepRNN, ModelConfig, build_model
+from stablernn.stability.lsc import LSCReport, lsc_loss, lsc_pretrain, make_config, resolve_targets
+from stablernn.stability.lsc_config import LSCConfig
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_task(DataConfig(task="digits", batch_size=32))
+
+
+def _batches(digits, n: int = 2) -> list[tuple[Tensor, Tensor]]:
+    return [b for _, b in zip(range(n), digits.train, strict=False)]
+
+
+# cell kinds with the settings under which their radii are movable by gradient descent (docs/lsc.md): spiking cells
+# with a trainable, short membrane time constant (the leak δ = exp(-1/τ) bounds the time radius from below: the
+# recurrent matrix has no self-connections, so the v-block's trace is n·δ) and a short adaptation constant.
+KIND_OPTIONS: dict[str, dict[str, Any]] = {
+    "gru": {},
+    "lstm": {},
+    "tanh_rnn": {},
+    "lif": {"tau": 0.1, "learn_tau": True},
+    "alif": {"tau": 0.1, "tau_adapt": 1.0, "learn_tau": True},
+}
+
+
+def _model(kind: str, layers: int, width: int, seed: int = 0, **extra: Any) -> nn.Module:
+    torch.manual_seed(seed)
+    return build_model(ModelConfig(cell=kind, layers=layers, width=width, **KIND_OPTIONS.get(kind, {}), **extra),
+                       input_size=8, output_size=10, seq_len=8)
+
+
+def _assert_reached(rep: LSCReport, tol: float = 0.05) -> None:
+    print(rep.table())
+    for fam, target in rep.target.items():
+        assert abs(rep.mean_after(fam) - target) < tol, f"{fam}: {rep.mean_after(fam):.3f} vs target {target}"
+
+
+# --- fast: small widths ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["gru", pytest.param("lstm", marks=pytest.mark.slow),
+                                  pytest.param("lif", marks=pytest.mark.slow)])
+def test_lsc_reaches_target_small(kind, digits):
+    model = _model(kind, 2, 16)
+    rep = lsc_pretrain(model, _batches(digits), lr=2e-2, max_steps=300, progress=False)
+    assert rep.target == {"time": 0.5, "depth": 0.5, "encoder": 0.5, "decoder": 1.0}
+    assert rep.stop_reason.startswith("converged"), rep.stop_reason
+    _assert_reached(rep)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "tanh_rnn", "relu_rnn", "lif", "alif", "lru", "reslru"])
+def test_lsc_smoke_every_kind(kind, digits):
+    model = _model(kind, 2, 8)
+    rep = lsc_pretrain(model, _batches(digits, 1), lr=2e-2, max_steps=24, progress=False, measure_steps=2)
+    assert rep.steps == 24 and set(rep.target) == {"time", "depth", "encoder", "decoder"}
+    assert all(math.isfinite(v) for vals in rep.after.values() for v in vals)
+    losses = [h["loss"] for h in rep.history]
+    assert sum(losses[-6:]) < sum(losses[:6]), losses  # the LSC loss goes down
+
+
+class LeakyState(NamedTuple):
+    h: Tensor
+
+
+class LeakyTanhCell(nn.Module):
+    """A user's own cell (defined here, no library base class): h' = (1-a) h + a tanh(W x + U h + b)."""
+
+    def __init__(self, input_size: int, hidden_size: int, alpha: float = 0.5):
+        super().__init__()
+        self.input_size, self.hidden_size, self.alpha = input_size, hidden_size, alpha
+        self.inp = nn.Linear(input_size, hidden_size)
+        self.rec = nn.Linear(hidden_size, hidden_size, bias=False)
+        nn.init.orthogonal_(self.rec.weight)
+
+    def initial_state(self, batch_size: int, *, device: Any = None, dtype: Any = None) -> LeakyState:
+        return LeakyState(torch.zeros(batch_size, self.hidden_size, device=device, dtype=dtype))
+
+    def forward(self, x: Tensor, state: LeakyState) -> tuple[Tensor, LeakyState]:
+        h = (1 - self.alpha) * state.h + self.alpha * torch.tanh(self.inp(x) + self.rec(state.h))
+        return h, LeakyState(h)
+
+    def stability_state(self, state: LeakyState) -> Tensor:
+        return state.h
+
+    def with_stability_state(self, state: LeakyState, s: Tensor) -> LeakyState:
+        return LeakyState(s)
+
+
+def test_users_own_cell_needs_no_extra_code(digits):
+    torch.manual_seed(0)
+    model = DeepRNN([LeakyTanhCell(8, 16), LeakyTanhCell(16, 16)], input_size=8, output_size=10)
+    rep = lsc_pretrain(model, _batches(digits), lr=2e-2, max_steps=300, progress=False)
+    assert set(rep.target) == {"time", "depth", "encoder", "decoder"}
+    _assert_reached(rep)
+
+
+def test_single_layer_targets_one(digits):
+    model = _model("gru", 1, 16)
+    rep = lsc_pretrain(model, _batches(digits), lr=2e-2, max_steps=300, progress=False, families=("time",))
+    assert rep.target == {"time": 1.0}
+    _assert_reached(rep)
+
+
+def test_ffn_reaches_one_small(digits):
+    torch.manual_seed(0)
+    ffn = FFN(10, 16, input_size=64, output_size=10, activation="relu", init="glorot")
+    x = [b[0].reshape(b[0].shape[0], -1) for b in _batches(digits)]
+    rep = lsc_pretrain(ffn, x, lr=2e-2, max_steps=300, progress=False, families=("depth",))
+    assert rep.target == {"depth": 1.0}
+    assert len(rep.after["depth"]) == 9
+    assert rep.mean_before("depth") < 0.9  # glorot + relu sits near 1/sqrt(2): the FFN claim fails for it
+    _assert_reached(rep)
+
+
+def test_bare_cell_and_tensor_batches():
+    from stablernn.cells import GRUCell
+
+    torch.manual_seed(0)
+    cell = GRUCell(3, 8)
+    rep = lsc_pretrain(cell, torch.randn(8, 6, 3), max_steps=5, progress=False)
+    assert set(rep.target) == {"time", "encoder"} and rep.steps == 5
+
+
+# --- targets and config ------------------------------------------------------------------------------------------
+def test_resolve_targets():
+    deep, one = _model("gru", 3, 8), _model("gru", 1, 8)
+    ffn = FFN(3, 8, input_size=4, output_size=2)
+    assert resolve_targets(deep, LSCConfig()) == {"time": 0.5, "depth": 0.5, "encoder": 0.5, "decoder": 1.0}
+    assert resolve_targets(one, LSCConfig()) == {"time": 1.0, "encoder": 1.0, "decoder": 1.0}
+    assert resolve_targets(ffn, LSCConfig()) == {"depth": 1.0, "encoder": 1.0, "decoder": 1.0}
+    u = resolve_targets(deep, LSCConfig(target="unbalanced"), seq_len=97)
+    assert u["time"] == pytest.approx(0.97) and u["depth"] == pytest.approx(0.03) and u["encoder"] == u["depth"]
+    d = resolve_targets(deep, LSCConfig(target={"time": 0.7, "decoder": 0.9}))
+    assert d == {"time": 0.7, "depth": 0.5, "encoder": 0.5, "decoder": 0.9}
+    assert resolve_targets(deep, LSCConfig(target="0.8"))["time"] == 0.8
+    assert resolve_targets(deep, LSCConfig(target=0.8, families=("time",))) == {"time": 0.8}
+    with pytest.raises(ValueError, match="unbalanced"):
+        resolve_targets(ffn, LSCConfig(target="unbalanced"))
+    with pytest.raises(ValueError, match="sequence length"):
+        resolve_targets(deep, LSCConfig(target="unbalanced"))
+    with pytest.raises(ValueError, match="must be a number"):
+        resolve_targets(deep, LSCConfig(target="half"))
+    with pytest.raises(ValueError, match="unknown families"):
+        resolve_targets(deep, LSCConfig(target={"spatial": 1.0}))
+    with pytest.raises(ValueError, match="unknown LSC families"):
+        resolve_targets(deep, LSCConfig(families=("time", "width")))
+
+
+def test_make_config_rejects_unknown_and_bad_values():
+    assert make_config(None, target=0.5).target == 0.5
+    with pytest.raises(ValueError, match="unknown LSC option"):
+        make_config(None, targett=0.5)
+    with pytest.raises(ValueError, match="measure"):
+        make_config(None, measure="trace")
+    with pytest.raises(ValueError, match="max_steps"):
+        make_config(None, max_steps=0)
+
+
+def test_no_batches_is_a_clear_error():
+    with pytest.raises(ValueError, match="no batches"):
+        lsc_pretrain(_model("gru", 2, 8), [], progress=False)
+
+
+# --- report ------------------------------------------------------------------------------------------------------
+def test_report_schema_table_and_atomic_save(tmp_path, digits):
+    model = _model("gru", 2, 8)
+    rep = lsc_pretrain(model, _batches(digits, 1), max_steps=3, progress=False, measure_steps=2)
+    d = rep.to_json()
+    assert set(d) == {"target", "before", "after", "steps", "seconds", "stop_reason"}
+    assert d["steps"] == 3 and d["stop_reason"].startswith("max_steps")
+    assert [len(d["before"][f]) for f in ("time", "depth", "encoder", "decoder")] == [2, 1, 1, 1]
+    json.dumps(d)
+    p = rep.save(tmp_path / "sub" / "lsc_report.json")
+    assert [f.name for f in p.parent.iterdir()] == ["lsc_report.json"]  # no temporary file left behind
+    back = LSCReport.load(p)
+    assert back.to_json() == json.loads(json.dumps(d))
+    table = rep.table()
+    assert "time" in table and "target" in table and "stop:" in table
+    with pytest.raises(FileNotFoundError):
+        LSCReport.load(tmp_path / "missing.json")
+
+
+def test_best_weights_are_restored_and_nan_is_caught(digits, monkeypatch):
+    model = _model("gru", 2, 8)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    import stablernn.stability.lsc as lsc_mod
+
+    real = lsc_mod.transition_measure
+    calls = {"n": 0}
+
+    def poisoned(*a, **k):
+        calls["n"] += 1
+        r = real(*a, **k)
+        return r * float("nan") if calls["n"] > 10 else r  # NaN from the 3rd step on (5 transitions a step)
+
+    monkeypatch.setattr(lsc_mod, "transition_measure", poisoned)
+    rep = lsc_pretrain(model, _batches(digits, 1), max_steps=50, progress=False, measure_steps=1)
+    assert rep.stop_reason.startswith("non-finite LSC loss"), rep.stop_reason
+    assert rep.steps == 2
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values())
+    changed = any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert changed  # the best weights of the two good steps, not the initial ones
+
+
+def test_time_limit_stops(digits):
+    rep = lsc_pretrain(_model("gru", 2, 8), _batches(digits, 1), max_steps=10_000, time_limit=1.0, progress=False,
+                       measure_steps=1)
+    assert rep.stop_reason.startswith("time_limit") and rep.steps < 10_000
+
+
+def test_lsc_loss_for_own_loops(digits):
+    model = _model("gru", 2, 8).eval()
+    x = _batches(digits, 1)[0][0][:4]
+    loss, states = lsc_loss(model, x[:, 0], model.initial_states(4), {"time": 0.5, "depth": 0.5})
+    assert loss.ndim == 0 and loss.requires_grad and len(states) == 2
+
+
+def test_dropout_model_is_restored_to_train_mode(digits):
+    model = _model("gru", 2, 8, dropout=0.2)
+    model.train()
+    lsc_pretrain(model, _batches(digits, 1), max_steps=2, progress=False, measure_steps=1)
+    assert model.training
+
+
+# --- slow: the acceptance runs ----------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["gru", "lstm", "tanh_rnn", "lif", "alif"])
+def test_lsc_reaches_target_depth2_width64(kind, digits):
+    rep = lsc_pretrain(_model(kind, 2, 64), _batches(digits), lr=2e-2, max_steps=600, time_limit=None,
+                       progress=False)
+    _assert_reached(rep)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+def test_lsc_reaches_target_depth5_width64(kind, digits):
+    rep = lsc_pretrain(_model(kind, 5, 64), _batches(digits), lr=2e-2, max_steps=800, time_limit=None,
+                       progress=False)
+    _assert_reached(rep)
+
+
+@pytest.mark.slow
+def test_lru_gradient_lsc_moves_toward_unbalanced_target(digits):
+    model = _model("lru", 2, 64)
+    rep = lsc_pretrain(model, _batches(digits), target="unbalanced", lr=2e-2, max_steps=400, time_limit=None,
+                       progress=False)
+    print(rep.table())
+    for fam in ("depth", "encoder", "decoder"):
+        assert abs(rep.mean_after(fam) - rep.target[fam]) < abs(rep.mean_before(fam) - rep.target[fam])
+    eig = torch.stack([c.eigenvalues().abs().max() for c in model.cells])
+    assert torch.allclose(torch.tensor(rep.after["time"]), eig.detach(), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_ffn_30x128_reaches_one(digits):
+    torch.manual_seed(0)
+    ffn = FFN(30, 128, input_size=64, output_size=10, activation="relu", init="glorot")
+    x = [b[0].reshape(b[0].shape[0], -1) for b in _batches(digits)]
+    rep = lsc_pretrain(ffn, x, lr=2e-2, max_steps=800, time_limit=None, progress=False, families=("depth",))
+    _assert_reached(rep)
+    assert not math.isnan(rep.mean_after("depth"))
