@@ -16,8 +16,17 @@ from .cells import (
     check_cell,
 )
 from .data import DataConfig, load_task
+from .experiments import SweepSpec, load_spec, load_sweep, run_sweep, write_report
 from .models import FFN, DeepRNN, ModelConfig, build_model
+from .stability.capacity import information_processing_capacity
+from .stability.conditions import TaskStats
+from .stability.design import DesignConfig, apply_design_, design_model, stability_design
+from .stability.diagnostics import firing_rates, gradient_grid, radii_over_time
+from .stability.fluctuation_init import fluctuation_init_
+from .stability.lsc import LSCReport, lsc_pretrain
 from .stability.lsc_config import LSCConfig
+from .stability.lyapunov import flossing_loss, lyapunov_spectrum
+from .stability.memory import DynamicsConfig, dynamics_profile, memory_capacity, readout_scaling
 from .train import RunConfig, TrainConfig, fit
 
 __version__ = "0.1.0"
@@ -28,19 +37,42 @@ __all__ = [
     "Cell",
     "DataConfig",
     "DeepRNN",
+    "DesignConfig",
+    "DynamicsConfig",
     "ElmanCell",
     "GRUCell",
     "LIFCell",
     "LRUCell",
     "LSCConfig",
+    "LSCReport",
     "LSTMCell",
     "ModelConfig",
     "ResLRUCell",
     "RunConfig",
+    "SweepSpec",
+    "TaskStats",
     "TrainConfig",
+    "apply_design_",
     "build_model",
     "check_cell",
+    "design_model",
+    "dynamics_profile",
+    "firing_rates",
     "fit",
+    "flossing_loss",
+    "fluctuation_init_",
+    "gradient_grid",
+    "information_processing_capacity",
+    "load_spec",
+    "load_sweep",
     "load_task",
+    "lsc_pretrain",
+    "lyapunov_spectrum",
+    "memory_capacity",
+    "radii_over_time",
+    "readout_scaling",
+    "run_sweep",
+    "stability_design",
     "surrogate",
+    "write_report",
 ]

@@ -365,10 +365,8 @@ def build_model(cfg: ModelConfig, *, input_size: int, output_size: int, seq_len:
         encoder = "embedding" if tokens else "identity"
     if tokens and encoder != "embedding":
         raise ValueError("token inputs need encoder='embedding' (or 'auto')")
-    if encoder == "embedding" or encoder == "linear":
-        first_in = cfg.embedding_size or cfg.width
-    else:
-        first_in = input_size
+    # a learned encoder maps to the first layer's input width; identity feeds the task's features as they are
+    first_in = (cfg.embedding_size or cfg.width) if encoder in ("embedding", "linear") else input_size
     cells, in_size = [], first_in
     for _ in range(cfg.layers):
         cell = make_cell(cfg, in_size, cfg.width, seq_len)

@@ -12,7 +12,7 @@ import sys
 
 from .app import app
 
-COMMAND_MODULES = ["train", "data"]
+COMMAND_MODULES = ["train", "data", "snn", "dynamics", "sweep", "lsc"]
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"{__name__}.{_name}")
