@@ -166,6 +166,10 @@ def test_cli_diagnose_before_after(tmp_path):
     d = json.loads((out / "diagnostics.json").read_text())
     assert len(d["before"]["gradient_grid"]) == 8 and len(d["before"]["gradient_grid"][0]) == 2
     assert "lsc_report" in d
+    assert res.output.count("dynamics: top Lyapunov exponent") == 2  # before and after LSC (issue 8)
+    for key in ("before", "after_lsc"):
+        dyn = d[key]["dynamics"]
+        assert set(dyn) == {"top_lyapunov", "mc"} and 0.0 <= dyn["mc"] <= 30.0
 
 
 def test_cli_bad_option_is_a_user_error(tmp_path):

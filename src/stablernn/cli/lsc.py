@@ -152,6 +152,9 @@ def diagnose(**values: Any) -> None:
         rates = res["rates"]
         if any(r is not None for r in rates):
             typer.echo("firing rates per layer: " + ", ".join("-" if r is None else f"{r:.3f}" for r in rates))
+        if res["dynamics"] is not None:
+            typer.echo(f"dynamics: top Lyapunov exponent {res['dynamics']['top_lyapunov']:.3f}, memory capacity "
+                       f"{res['dynamics']['mc']:.2f} (lags 1..30)")
     grids = {names[k]: r["grid"] for k, r in results.items()}
     plot_gradient_grid(grids, out / "gradient_grid.png")
     plot_radii_over_time(results["before"]["trace"], out / "radii.png",
@@ -161,7 +164,7 @@ def diagnose(**values: Any) -> None:
     payload = {k: {"radii_mean": r["trace"].mean(), "radii_times": r["trace"].times,
                    "radii": {f: v.tolist() for f, v in r["trace"].radii.items()},
                    "gradient_grid": r["grid"].norms.tolist(), "grid_node": r["grid"].node, "loss": r["grid"].loss,
-                   "firing_rates": r["rates"]} for k, r in results.items()}
+                   "firing_rates": r["rates"], "dynamics": r["dynamics"]} for k, r in results.items()}
     if report is not None:
         payload["lsc_report"] = report.to_json()
     payload["model"], payload["data"] = dataclasses.asdict(model_cfg), dataclasses.asdict(data_cfg)
@@ -176,7 +179,21 @@ def _diagnose_one(model: Any, x: Any, y: Any, steps: int | None) -> dict[str, An
     trace = radii_over_time(model, x, steps=steps, rectangular="norm")
     grid = gradient_grid(model, x, y)
     rates = [] if is_ffn(model) else firing_rates(model, x)
-    return {"trace": trace, "grid": grid, "rates": rates}
+    return {"trace": trace, "grid": grid, "rates": rates, "dynamics": None if is_ffn(model) else _dynamics(model, x)}
+
+
+def _dynamics(model: Any, x: Any) -> dict[str, float] | None:
+    """Top Lyapunov exponent (on the batch's inputs) and linear memory capacity (uniform drive), kept small so
+    diagnose stays quick; ``stablernn dynamics`` measures the full profile. None where they do not apply (token
+    inputs)."""
+    from ..stability.memory import DynamicsConfig, dynamics_profile
+
+    try:
+        prof = dynamics_profile(model, x, DynamicsConfig(lyapunov=1, memory=30, ipc_degree=0, draws=0,
+                                                         n_steps=1000, streams=4)).summary()
+    except ValueError:
+        return None
+    return {"top_lyapunov": prof["top_lyapunov"], "mc": prof["mc"]}
 
 
 def radii_table(means: dict[str, list[float]]) -> str:
