@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 
 import numpy as np
 import pytest
@@ -242,3 +243,19 @@ def test_tail_validation(tmp_path):
     _write_set(tmp_path)
     d = load_task(_cfg(tmp_path, "smnist", val_split="tail", val_fraction=0.2))
     assert _ids(torch.cat([x for x, _ in d.val])) == set(range(48, 60))
+
+
+@pytest.mark.parametrize("task,cell", [("slmnist", "alif"), ("smnist", "lstm")])
+def test_train_command_runs_on_idx_files(tmp_path, task, cell):
+    """`stablernn train --task slmnist|smnist --data-dir DIR` end to end on files in the real IDX format."""
+    from stablernn.cli import main
+
+    folder = _write_set(tmp_path / "mnist")
+    argv = ["train", "--task", task, "--data-dir", str(folder), "--no-check-counts", "--cell", cell, "--layers", "1",
+            "--width", "8", "--epochs", "1", "--batch-size", "16", "--max-batches", "2", "--out-dir",
+            str(tmp_path / "runs"), "--no-progress"]
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code in (0, None)
+    final = json.loads(next((tmp_path / "runs").glob("*/final.json")).read_text())
+    assert final["task"] == task and 0.0 <= final["test_acc"] <= 1.0

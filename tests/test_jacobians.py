@@ -338,3 +338,19 @@ def test_engine_choice_and_rectangular_option():
         torch.testing.assert_close(transition_measure(tr, "radius", rectangular="norm"), spectral_norm(tr.jacobian()))
         torch.testing.assert_close(transition_measure(tr, "radius", "matrix_free", rectangular="norm"),
                                    spectral_norm(tr.jacobian()), rtol=1e-4, atol=0)
+
+
+def test_auto_engine_measures_a_wide_rectangular_norm_matrix_free():
+    """A decoder over a large vocabulary is never materialised for its norm (one backward pass per row)."""
+    from types import SimpleNamespace
+
+    from stablernn.stability.jacobians import choose_engine
+
+    def tr(n_in, n_out):
+        return SimpleNamespace(source=torch.zeros(2, n_in), out_dim=lambda: n_out)
+
+    assert choose_engine(tr(64, 10000), "auto", 256, "norm") == "matrix_free"
+    assert choose_engine(tr(64, 200), "auto", 256, "norm") == "exact"
+    assert choose_engine(tr(64, 10000), "auto", 256, "radius") == "exact"  # square subsample of side 64
+    assert choose_engine(tr(300, 300), "auto", 256, "radius") == "matrix_free"
+    assert choose_engine(tr(64, 10000), "exact", 256, "norm") == "exact"

@@ -83,13 +83,15 @@ def _fmt(v: Any) -> str:
 DEMO_RUNS: dict[str, tuple[ModelConfig, TrainConfig]] = {
     "lstm": (ModelConfig(cell="lstm", layers=2, width=128), TrainConfig(epochs=20, lr=1e-2)),
     "gru": (ModelConfig(cell="gru", layers=2, width=128), TrainConfig(epochs=20, lr=1e-2)),
-    "alif": (ModelConfig(cell="alif", layers=2, width=128, threshold=0.5), TrainConfig(epochs=40, lr=1e-2)),
+    # dampening 0.5 as in paper A's runs: measured steadier across seeds here (87.2/87.2/85.8% vs 82.5/86.6/91.1%)
+    "alif": (ModelConfig(cell="alif", layers=2, width=128, threshold=0.5, dampening=0.5),
+             TrainConfig(epochs=40, lr=1e-2)),
 }
 
 
 # LSC in the demo is budgeted (time per net) so the whole demo stays within ~3 minutes on 2 cores; the table shows
 # how far the radii got, and `stablernn pretrain` runs LSC to convergence.
-DEMO_LSC = LSCConfig(target="auto", max_steps=150, time_limit=12.0, progress=False)
+DEMO_LSC = LSCConfig(target="auto", max_steps=200, time_limit=20.0, progress=False)
 
 
 def demo_configs(out_dir: str, seed: int = 0, lsc: bool = False) -> list[RunConfig]:

@@ -302,13 +302,19 @@ def matrix_free_norm(tr: Transition, max_iter: int = 64, tol: float = 1e-4,
     return sigma.abs(), res.iterations
 
 
-def choose_engine(tr: Transition, engine: Engine = "auto", exact_max_dim: int = EXACT_MAX_DIM) -> str:
-    """``exact`` or ``matrix_free``: ``auto`` picks exact while the (square) Jacobian is at most ``exact_max_dim``."""
+def choose_engine(tr: Transition, engine: Engine = "auto", exact_max_dim: int = EXACT_MAX_DIM,
+                  measure: str = "radius") -> str:
+    """``exact`` or ``matrix_free``: ``auto`` picks exact while the (square) Jacobian is at most ``exact_max_dim``.
+
+    A norm is matrix-free as soon as either side is larger: materialising a decoder Jacobian over a 10k vocabulary
+    costs one backward pass per row, where power iteration needs a few."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if engine != "auto":
         return engine
-    return "exact" if min(tr.source.shape[-1], tr.out_dim()) <= exact_max_dim else "matrix_free"
+    dims = (tr.source.shape[-1], tr.out_dim())
+    size = max(dims) if measure == "norm" else min(dims)
+    return "exact" if size <= exact_max_dim else "matrix_free"
 
 
 def transition_measure(tr: Transition, measure: Measure = "radius", engine: Engine = "auto", *,
@@ -324,7 +330,7 @@ def transition_measure(tr: Transition, measure: Measure = "radius", engine: Engi
         raise ValueError(f"rectangular must be 'subsample' or 'norm', got {rectangular!r}")
     if measure == "radius" and rectangular == "norm" and tr.source.shape[-1] != tr.out_dim():
         measure = "norm"
-    eng = choose_engine(tr, engine, exact_max_dim)
+    eng = choose_engine(tr, engine, exact_max_dim, measure)
     if eng == "exact" or measure == "probe":
         return measure_jacobian(tr.jacobian(), measure, generator)
     if measure == "radius":
