@@ -82,7 +82,7 @@ def test_gradient_grid_matches_autograd_on_the_models_own_states():
     loss.sum().backward()
     ref = torch.tensor([[float(h.grad.norm(dim=-1).mean()) for h in row] for row in hs])
     torch.testing.assert_close(grid.norms, ref, rtol=1e-5, atol=1e-8)
-    assert grid.loss == pytest.approx(float(loss.mean()), rel=1e-6)
+    assert grid.loss == pytest.approx(float(loss.mean().detach()), rel=1e-6)
 
 
 def test_gradient_grid_nodes_for_lru_and_ffn():

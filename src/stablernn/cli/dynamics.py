@@ -168,11 +168,9 @@ def plot_profiles(rows: dict[str, dict[str, Any]], out: Path) -> list[Path]:
 
 
 def _save(fig: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
+    from ..figures import save_figure
 
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 @app.command(context_settings={"help_option_names": ["-h", "--help"]})

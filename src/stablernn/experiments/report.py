@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..figures import save_figure
 from .sweep import INDEX_FILE, NONE, STATUS_FILE, flatten, format_value, read_json, run_status
 
 SEED_KEYS = ("train.seed", "lsc.seed")
@@ -539,13 +540,7 @@ def plot_radii(table: SweepTable, path: str | Path, *, by: Sequence[str] | None 
 
 
 def _save(fig, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 # --- predictions ------------------------------------------------------------------------------------------------

@@ -63,7 +63,7 @@ from ..data.config import DataConfig
 from ..models import ModelConfig
 from ..stability.lsc_config import LSCConfig
 from ..train.checkpoint import atomic_write_json, atomic_write_text
-from ..train.config import RunConfig, TrainConfig
+from ..train.config import RunConfig, TrainConfig, read_table_file
 
 SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "lsc": LSCConfig}
 SPEC_KEYS = {"name", "description", "out_dir", "base", "grid", "zip", "seeds", "seed_keys", "resources", "report",
@@ -143,13 +143,7 @@ def load_spec(source: str | Path | dict[str, Any], *, out_dir: str | None = None
         d, where = copy.deepcopy(source), "<dict>"
     else:
         path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"sweep spec {path} does not exist")
-        text = path.read_text()
-        try:
-            d = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
-            raise ValueError(f"malformed sweep spec {path}: {e}") from None
+        d = read_table_file(path, "sweep spec")
         where = str(path)
         d.setdefault("name", path.stem)
     if out_dir is not None:

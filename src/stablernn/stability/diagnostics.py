@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..figures import save_figure
 from .jacobians import (
     EXACT_MAX_DIM,
     Engine,
@@ -257,11 +258,7 @@ def plot_gradient_grid(grids: dict[str, GradientGrid] | GradientGrid, path: str 
         ax.set_ylabel("layer l")
         ax.set_title(f"{name}" if name else title)
     fig.colorbar(im, ax=list(axes[0]), label="log10 " + title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_radii_over_time(trace: RadiiTrace, path: str | Path, targets: dict[str, float] | None = None) -> Path:
@@ -283,11 +280,7 @@ def plot_radii_over_time(trace: RadiiTrace, path: str | Path, targets: dict[str,
         ax.set_xlabel("time step")
         ax.set_ylabel("radius")
     axes[0][0].legend(fontsize=7)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 __all__ = [

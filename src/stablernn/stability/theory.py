@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..figures import save_figure
+
 
 def path_count(dt: int, dl: int) -> int:
     """Number of monotone depth x time paths covering ``dt`` time steps and ``dl`` layer steps: ``C(dt+dl, dt)``."""
@@ -113,11 +115,7 @@ def plot_pascal_rnn(path: str | Path, rhos: tuple[float, ...] = (1.0, 0.5), T: i
     ax.set_title(f"PascalRNN, L = {L}, T = {T}")
     ax.legend()
     ax.grid(alpha=0.3)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 __all__ = [

@@ -103,14 +103,18 @@ def dataclass_from_dict(typ: type, values: dict[str, Any], section: str = "") ->
         raise ValueError(f"bad value in [{section}]: {e}") from None
 
 
-def load_config_file(path: str | Path) -> RunConfig:
-    """Read a run config from TOML (``[model]``, ``[data]``, ``[train]``, ``[lsc]`` tables) or JSON."""
+def read_table_file(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """A TOML (or, by suffix, JSON) file as a dict; clear errors naming ``what`` for missing or malformed files."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
+        raise FileNotFoundError(f"{what} {path} does not exist")
     text = path.read_text()
     try:
-        d = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        return json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
-        raise ValueError(f"malformed config file {path}: {e}") from None
-    return RunConfig.from_dict(d)
+        raise ValueError(f"malformed {what} {path}: {e}") from None
+
+
+def load_config_file(path: str | Path) -> RunConfig:
+    """Read a run config from TOML (``[model]``, ``[data]``, ``[train]``, ``[lsc]`` tables) or JSON."""
+    return RunConfig.from_dict(read_table_file(path, "config file"))
