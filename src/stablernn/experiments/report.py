@@ -376,15 +376,8 @@ def plot_lines(rows: Sequence[dict[str, Any]], path: str | Path, *, x: str, metr
         if fkeys:
             ax.set_title(_facet_title(fkeys, pv), fontsize=10)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(panels):]:
-        ax.set_visible(False)
-    handles, labels_ = _legend_items(axes)
-    if handles:
-        fig.legend(handles, labels_, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=9,
-                   title=label(hue) if hue else None)
-    fig.suptitle((title or f"{label(metric)} vs {label(x)}") + f" — mean ± sd over {seeds_text(rows)}")
-    fig.tight_layout()
-    return _save(fig, path)
+    return _finish(fig, axes, len(panels), hue,
+                   (title or f"{label(metric)} vs {label(x)}") + f" — mean ± sd over {seeds_text(rows)}", path)
 
 
 def _log_ticks(ax, values: list[float]) -> None:
@@ -455,15 +448,8 @@ def plot_bars(rows: Sequence[dict[str, Any]], path: str | Path, *, x: str, metri
         if fkeys:
             ax.set_title(_facet_title(fkeys, pv), fontsize=10)
         ax.grid(axis="y", alpha=0.3)
-    for ax in list(axes.flat)[len(panels):]:
-        ax.set_visible(False)
-    handles, labels_ = _legend_items(axes)
-    if handles:
-        fig.legend(handles, labels_, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=9,
-                   title=label(hue) if hue else None)
-    fig.suptitle((title or f"{label(metric)} per {label(x)}") + f" — mean ± sd over {seeds_text(rows)}")
-    fig.tight_layout()
-    return _save(fig, path)
+    return _finish(fig, axes, len(panels), hue,
+                   (title or f"{label(metric)} per {label(x)}") + f" — mean ± sd over {seeds_text(rows)}", path)
 
 
 def radii_rows(table: SweepTable, by: Sequence[str]) -> list[dict[str, Any]]:
@@ -535,6 +521,19 @@ def plot_radii(table: SweepTable, path: str | Path, *, by: Sequence[str] | None 
     n = len({r["seed"] for r in table.rows if r["name"] in table.lsc})
     fig.suptitle((title or "Transition radii before and after LSC pre-training")
                  + f" — mean over layers and {n} seed{'s' if n != 1 else ''}")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _finish(fig, axes, n_panels: int, hue: str | None, suptitle: str, path: str | Path) -> Path:
+    """Hide unused panels, add one legend for all panels and the title, and save."""
+    for ax in list(axes.flat)[n_panels:]:
+        ax.set_visible(False)
+    handles, labels_ = _legend_items(axes)
+    if handles:
+        fig.legend(handles, labels_, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=9,
+                   title=label(hue) if hue else None)
+    fig.suptitle(suptitle)
     fig.tight_layout()
     return _save(fig, path)
 
