@@ -118,3 +118,10 @@ def test_ffn_from_config_flattens_sequences():
     ffn = build_model(ModelConfig(cell="ffn", layers=3, width=16, activation="tanh"), input_size=8,
                       output_size=10, seq_len=8)
     assert ffn(torch.randn(5, 8, 8)).shape == (5, 10)
+
+
+def test_conditions_config_is_validated():
+    with pytest.raises(ValueError, match=r"unknown condition\(s\) \['V'\]"):
+        ModelConfig(cell="lif", conditions=("I", "V"))
+    with pytest.raises(ValueError, match="conditions apply to spiking cells"):
+        ModelConfig(cell="gru", conditions=("I",))

@@ -196,3 +196,23 @@ def test_flossing_regulariser_pulls_the_top_exponent_toward_its_target(tmp_path)
         fit(run, data=data, model=model)
         results[weight] = lyapunov_spectrum(model, x, 1).exponents[0].item()
     assert abs(results[5.0]) < abs(results[0.0])
+
+
+def test_conditions_are_applied_when_the_model_is_built():
+    """ModelConfig.conditions designs every spiking layer: Condition I sets the recurrent mean, III the dampening."""
+    from stablernn.cells.spiking import decay_from_tau
+    from stablernn.train.loop import build_for_task
+
+    run = RunConfig(model=ModelConfig(cell="lif", layers=2, width=32, threshold=0.5, surrogate="exponential",
+                                      conditions=("I", "III")), data=DataConfig(task="digits"))
+    info = load_task(run.data).info
+    model = build_for_task(run, info)
+    plain = build_for_task(RunConfig(model=ModelConfig(cell="lif", layers=2, width=32, threshold=0.5,
+                                                       surrogate="exponential"), data=run.data), info)
+    for cell in model.cells:
+        w = cell.recurrent_weight()[cell.rec_mask > 0]
+        delta = decay_from_tau(cell.tau).mean().item()
+        expected = (3 - 2 * delta) * 0.5 / (32 - 1)  # Condition I, subtractive reset (spec §4)
+        assert w.mean().item() == pytest.approx(expected, abs=4 * w.std().item() / math.sqrt(w.numel()))
+        assert cell.spike.dampening.shape == (32,)  # Condition III is per neuron
+    assert plain.cells[0].spike.dampening.dim() == 0

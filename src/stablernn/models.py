@@ -285,6 +285,9 @@ class ModelConfig:
     tail: float | None = None  # q of q_pseudospike
     learn_tau: bool = False
     learn_threshold: bool = False
+    # stability conditions (paper B, spec §4) applied to every LIF/ALIF layer at build time: any of I, II, III, IV,
+    # tail; III/IV/tail set the surrogate's dampening / sharpness / tail, I/II the recurrent weights
+    conditions: tuple[str, ...] = ()
     # LRU
     r_min: float = 0.4
     r_max: float = 0.99
@@ -323,6 +326,12 @@ def validate_model_config(cfg: ModelConfig) -> None:
         raise ValueError(f"tau must be > 0 (steps), got {cfg.tau}")
     if cfg.tau_adapt is not None and cfg.tau_adapt <= 0:
         raise ValueError(f"tau_adapt must be > 0 (steps), got {cfg.tau_adapt}")
+    allowed = ("I", "II", "III", "IV", "tail")
+    if not set(cfg.conditions) <= set(allowed):
+        raise ValueError(f"unknown condition(s) {sorted(set(cfg.conditions) - set(allowed))}; choose from "
+                         f"{', '.join(allowed)}")
+    if cfg.conditions and cfg.cell not in ("lif", "alif"):
+        raise ValueError(f"conditions apply to spiking cells (lif, alif), not to cell {cfg.cell!r}")
     if cfg.init not in ("glorot", "he", "orthogonal"):
         raise ValueError(f"unknown init {cfg.init!r}; choose glorot, he or orthogonal")
 

@@ -50,9 +50,20 @@ def seed_everything(seed: int) -> None:
 
 
 def build_for_task(run: RunConfig, info: TaskInfo) -> nn.Module:
-    """The model of ``run.model`` sized for the task."""
-    return build_model(run.model, input_size=info.input_size, output_size=info.output_size, seq_len=info.seq_len,
-                       tokens=info.input_kind == "tokens")
+    """The model of ``run.model`` sized for the task, with the stability conditions of ``run.model.conditions``
+    applied to its spiking layers (first layer from the task's input statistics)."""
+    model = build_model(run.model, input_size=info.input_size, output_size=info.output_size, seq_len=info.seq_len,
+                        tokens=info.input_kind == "tokens")
+    if run.model.conditions:
+        from ..stability.conditions import TaskStats
+        from ..stability.design import DesignConfig, apply_design_, design_model
+
+        m = run.model
+        design = DesignConfig(shape=m.surrogate, conditions=tuple(m.conditions), dampening=m.dampening,
+                              sharpness=m.sharpness, tail=m.tail)
+        apply_design_(model, design_model(model, TaskStats(info.input_mean, info.input_var), design,
+                                          seed=run.train.seed))
+    return model
 
 
 def forward(model: nn.Module, x: Tensor, states: Any = None) -> tuple[Tensor, Any, list[Tensor]]:
