@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import pytest
 import torch
@@ -23,6 +22,7 @@ from stablernn.cells import (
     run_steps,
     tau_from_decay,
 )
+from user_cell import LeakyTanhCell
 
 CELLS = {
     "elman_relu": lambda i, h: ElmanCell(i, h, "relu"),
@@ -213,33 +213,6 @@ def test_lru_time_radius_is_max_eigenvalue_modulus():
 
 
 # --- a user's own cell ----------------------------------------------------------------------------------------
-class LeakyState(NamedTuple):
-    h: Tensor
-
-
-class LeakyTanhCell(nn.Module):
-    """A user's cell written only against the interface: h' = (1 - a) h + a tanh(W x + U h)."""
-
-    def __init__(self, input_size: int, hidden_size: int, alpha: float = 0.5):
-        super().__init__()
-        self.input_size, self.hidden_size, self.alpha = input_size, hidden_size, alpha
-        self.w = nn.Linear(input_size, hidden_size)
-        self.u = nn.Linear(hidden_size, hidden_size, bias=False)
-
-    def initial_state(self, batch_size, *, device=None, dtype=None):
-        return LeakyState(torch.zeros(batch_size, self.hidden_size, device=device, dtype=dtype))
-
-    def forward(self, x, state):
-        h = (1 - self.alpha) * state.h + self.alpha * torch.tanh(self.w(x) + self.u(state.h))
-        return h, LeakyState(h)
-
-    def stability_state(self, state):
-        return state.h
-
-    def with_stability_state(self, state, s):
-        return LeakyState(s)
-
-
 def test_user_cell_passes_the_contract_and_trains():
     from stablernn.data import DataConfig, load_task
     from stablernn.models import DeepRNN

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, NamedTuple
+from typing import Any
 
 import pytest
 import torch
@@ -16,6 +16,7 @@ from stablernn.data import DataConfig, load_task
 from stablernn.models import FFN, DeepRNN, ModelConfig, build_model
 from stablernn.stability.lsc import LSCReport, lsc_loss, lsc_pretrain, make_config, resolve_targets
 from stablernn.stability.lsc_config import LSCConfig
+from user_cell import LeakyTanhCell
 
 torch.set_num_threads(1)
 
@@ -72,34 +73,6 @@ def test_lsc_smoke_every_kind(kind, digits):
     assert all(math.isfinite(v) for vals in rep.after.values() for v in vals)
     losses = [h["loss"] for h in rep.history]
     assert sum(losses[-6:]) < sum(losses[:6]), losses  # the LSC loss goes down
-
-
-class LeakyState(NamedTuple):
-    h: Tensor
-
-
-class LeakyTanhCell(nn.Module):
-    """A user's own cell (defined here, no library base class): h' = (1-a) h + a tanh(W x + U h + b)."""
-
-    def __init__(self, input_size: int, hidden_size: int, alpha: float = 0.5):
-        super().__init__()
-        self.input_size, self.hidden_size, self.alpha = input_size, hidden_size, alpha
-        self.inp = nn.Linear(input_size, hidden_size)
-        self.rec = nn.Linear(hidden_size, hidden_size, bias=False)
-        nn.init.orthogonal_(self.rec.weight)
-
-    def initial_state(self, batch_size: int, *, device: Any = None, dtype: Any = None) -> LeakyState:
-        return LeakyState(torch.zeros(batch_size, self.hidden_size, device=device, dtype=dtype))
-
-    def forward(self, x: Tensor, state: LeakyState) -> tuple[Tensor, LeakyState]:
-        h = (1 - self.alpha) * state.h + self.alpha * torch.tanh(self.inp(x) + self.rec(state.h))
-        return h, LeakyState(h)
-
-    def stability_state(self, state: LeakyState) -> Tensor:
-        return state.h
-
-    def with_stability_state(self, state: LeakyState, s: Tensor) -> LeakyState:
-        return LeakyState(s)
 
 
 def test_users_own_cell_needs_no_extra_code(digits):

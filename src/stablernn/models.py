@@ -22,7 +22,9 @@ from .cells import (
     LRUCell,
     LSTMCell,
     ResLRUCell,
-    output_size,
+)
+from .cells import (
+    output_size as output_size_of,  # the name output_size is DeepRNN's argument
 )
 from .cells.base import State
 from .cells.rnn import activation_fn
@@ -186,10 +188,6 @@ class DeepRNN(nn.Module):
         if x.shape[-1] != self.input_size:
             raise ValueError(f"input has {x.shape[-1]} features per step but the model expects {self.input_size} "
                              f"(x is {list(x.shape)}, expected [batch, time, {self.input_size}])")
-
-
-def output_size_of(cell: nn.Module) -> int:
-    return output_size(cell)
 
 
 class FFN(nn.Module):

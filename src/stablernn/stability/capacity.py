@@ -244,7 +244,7 @@ def capacity_targets(features: Tensor, u: Tensor, *, max_degree: int = 3, window
         start: first sample used in each stream (default: the largest window), so every delay is defined and the
             initial transient is dropped.
     """
-    _check_drive(features, u)
+    check_drive(features, u)
     if max_degree < 1:
         raise ValueError(f"max_degree must be >= 1, got {max_degree}")
     windows = {d: (window[d] if isinstance(window, dict) else window) for d in range(1, max_degree + 1)}
@@ -297,7 +297,8 @@ def _gram_lazy(X: Tensor, u: Tensor, terms: list[Term], start: int, chunk: int =
     return Gram(Xc.T @ Xc, torch.cat(xy, 1), torch.cat(yy), int(X.shape[0]))
 
 
-def _check_drive(features: Tensor, u: Tensor) -> None:
+def check_drive(features: Tensor, u: Tensor) -> None:
+    """Raise unless ``features [streams, time, N]`` and the drive ``u [streams, time]`` match."""
     if features.dim() != 3 or u.dim() != 2 or features.shape[:2] != u.shape:
         raise ValueError(f"features must be [streams, time, N] and u [streams, time] with matching streams and "
                          f"time, got {list(features.shape)} and {list(u.shape)}")

@@ -39,6 +39,7 @@ from .capacity import (
     Gram,
     capacity_from_targets,
     capacity_targets,
+    check_drive,
     gram,
     information_processing_capacity,
     mean_abs_correlation,
@@ -122,7 +123,7 @@ def memory_split(features: Tensor, u: Tensor, k_max: int, *, min_lag: int = 1, w
                  test_fraction: float = 0.2) -> MemorySplit:
     """Split every stream in time after ``warmup`` (default ``k_max``) steps: the first ``1 - test_fraction`` of the
     rest trains, the last ``test_fraction`` tests (ReservoirPy's split, per stream)."""
-    _check(features, u)
+    check_drive(features, u)
     if k_max < 1 or min_lag < 0 or min_lag > k_max:
         raise ValueError(f"need k_max >= 1 and 0 <= min_lag <= k_max, got k_max={k_max}, min_lag={min_lag}")
     if not 0.0 < test_fraction < 1.0:
@@ -400,12 +401,6 @@ def dynamics_profile(net: nn.Module, lyapunov_inputs: Tensor | None = None,
                                            seed=cfg.seed)
     prof.seconds = time.perf_counter() - t0
     return prof
-
-
-def _check(features: Tensor, u: Tensor) -> None:
-    if features.dim() != 3 or u.dim() != 2 or features.shape[:2] != u.shape:
-        raise ValueError(f"features must be [streams, time, N] and u [streams, time] with matching streams and "
-                         f"time, got {list(features.shape)} and {list(u.shape)}")
 
 
 __all__ = [
