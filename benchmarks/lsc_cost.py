@@ -23,14 +23,10 @@ from stablernn.stability.diagnostics import detach_states
 from stablernn.stability.lsc import lsc_loss, lsc_pretrain, make_lsc_optimizer, resolve_targets
 from stablernn.stability.lsc_config import LSCConfig
 
-# spiking cells get the papers' code's short, trainable membrane time constant (docs/lsc.md: with τ = 20 the leak
-# alone keeps the time radius near 0.95 and LSC cannot reach 0.5)
-EXTRA = {"alif": {"tau": 0.1, "learn_tau": True, "tau_adapt": 1.0}, "lif": {"tau": 0.1, "learn_tau": True}}
-
 
 def _model(cell: str, width: int, seed: int = 0):
     torch.manual_seed(seed)
-    return build_model(ModelConfig(cell=cell, layers=2, width=width, **EXTRA.get(cell, {})), input_size=8,
+    return build_model(ModelConfig(cell=cell, layers=2, width=width), input_size=8,
                        output_size=10, seq_len=8)
 
 

@@ -228,3 +228,68 @@ def test_user_cell_passes_the_contract_and_trains():
         res = fit(RunConfig(name="user", out_dir=d, train=TrainConfig(epochs=3, lr=1e-2, progress=False)),
                   data=data, model=model)
     assert res["test_acc"] > 0.5  # chance is 0.1
+
+
+# --- scale_time_constants: the optional hook LSC uses to move a leak-bound time radius --------------------------
+def test_scale_time_constants_spiking():
+    from stablernn.cells import ALIFCell, LIFCell
+
+    lif = LIFCell(3, 5, tau=20.0)
+    d0 = lif.decay.clone()
+    lif.scale_time_constants(0.5)
+    assert torch.allclose(lif.tau, torch.full((5,), 10.0))
+    assert torch.allclose(lif.decay, d0 ** 2)  # δ^(1/m)
+    alif = ALIFCell(3, 5, tau=20.0, tau_adapt=100.0, learn_tau=True)
+    alif.scale_time_constants(1.1)
+    assert torch.allclose(alif.tau, torch.full((5,), 22.0)) and torch.allclose(alif.tau_adapt, torch.full((5,), 110.0))
+    assert isinstance(alif.tau, torch.nn.Parameter) and alif.tau.grad is None
+    with pytest.raises(ValueError, match="> 0"):
+        lif.scale_time_constants(0.0)
+
+
+def test_scale_time_constants_lru():
+    from stablernn.cells import LRUCell, ResLRUCell
+
+    torch.manual_seed(0)
+    cell = LRUCell(3, 4, 6)
+    lam = cell.eigenvalues().detach()
+    cell.scale_time_constants(0.5)
+    new = cell.eigenvalues().detach()
+    assert torch.allclose(new.abs(), lam.abs() ** 2, atol=1e-6)  # |λ| -> |λ|^(1/m)
+    assert torch.allclose(new.angle(), lam.angle(), atol=1e-6)
+    block = ResLRUCell(4, 4)
+    r0 = block.lru.eigenvalues().abs().detach()
+    block.scale_time_constants(2.0)
+    assert torch.allclose(block.lru.eigenvalues().abs().detach(), r0.sqrt(), atol=1e-6)
+    with pytest.raises(ValueError, match="> 0"):
+        cell.scale_time_constants(-1.0)
+
+
+def test_scale_time_constants_stops_at_the_shortest_time_constant():
+    from stablernn.cells import ALIFCell, LRUCell
+    from stablernn.cells.base import MIN_TIME_CONSTANT
+
+    alif = ALIFCell(3, 5, tau=0.2, tau_adapt=0.3)
+    alif.scale_time_constants(0.01)
+    assert torch.allclose(alif.tau, torch.full((5,), MIN_TIME_CONSTANT))
+    assert torch.allclose(alif.tau_adapt, torch.full((5,), MIN_TIME_CONSTANT))
+    lru = LRUCell(3, 4)
+    lru.scale_time_constants(1e-6)
+    tc = -1.0 / lru.eigenvalues().abs().log()
+    assert torch.allclose(tc, torch.full_like(tc, MIN_TIME_CONSTANT), rtol=1e-4)
+
+
+def test_alif_adaptation_stops_shrinking_at_the_target_decay():
+    """δ_a below the target would raise the adaptation feedback eigenvalue δ_a - (1 - δ_a)βσ' toward -β."""
+    from stablernn.cells import ALIFCell
+    from stablernn.cells.spiking import tau_from_decay
+
+    stop = float(tau_from_decay(0.5))  # 1.4427 steps
+    alif = ALIFCell(3, 3, tau=20.0, tau_adapt=torch.tensor([4.0, 2.5, 1.0]))
+    alif.scale_time_constants(0.5, target=0.5)
+    assert torch.allclose(alif.tau_adapt, torch.tensor([2.0, stop, 1.0]))  # halved / stopped / already shorter
+    assert torch.allclose(alif.tau, torch.full((3,), 10.0))  # τ has no such floor
+    alif.scale_time_constants(0.5, target=1.0)  # target 1: τ_a does not shrink at all
+    assert torch.allclose(alif.tau_adapt, torch.tensor([2.0, stop, 1.0]))
+    alif.scale_time_constants(2.0, target=0.5)  # growing is not bounded
+    assert torch.allclose(alif.tau_adapt, torch.tensor([4.0, 2 * stop, 2.0]))

@@ -13,6 +13,9 @@ optional. Everything else (stacks, LSC, diagnostics, training) works through the
 ``output_size`` (when the output width differs from ``hidden_size``) and ``output(state) -> out``, the step's output
 as a function of the state: when a cell has it, depth Jacobians run from the lower layer's stability state through
 its output (e.g. through the spike and its surrogate gradient); without it they start at the layer's input.
+A third optional extra, ``scale_time_constants(m, target=None)``, multiplies the cell's fixed time constants by ``m``
+in place (τ → m·τ): LSC uses it where a leak, not a weight, bounds the time radius from below (LIF/ALIF δ, LRU |λ|),
+and passes its time target so that a cell can stop shrinking a constant where that would raise another eigenvalue.
 """
 from __future__ import annotations
 
@@ -22,6 +25,10 @@ import torch
 from torch import Tensor, nn
 
 State = Any  # a NamedTuple of [B, .] tensors
+# the shortest time constant (steps) a ``scale_time_constants`` leaves: δ = e^{-10} ≈ 5e-5, no memory left (the
+# papers' τ = 0.1). Shrinking further changes nothing while the recurrent weights carry the radius, and a constant
+# shrunk to 1e-9 would take ~150 rescaling steps to come back when it is needed again.
+MIN_TIME_CONSTANT = 0.1
 
 
 @runtime_checkable

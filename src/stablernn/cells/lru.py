@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Cell, check_input, split_state
+from .base import MIN_TIME_CONSTANT, Cell, check_input, split_state
 
 
 class LRUState(NamedTuple):
@@ -75,6 +75,15 @@ class LRUCell(Cell):
         mod = torch.exp(-torch.exp(self.nu_log))
         return torch.polar(mod, self.theta)
 
+    @torch.no_grad()
+    def scale_time_constants(self, m: float, target: float | None = None) -> None:
+        """Every |λ| → |λ|^(1/m) in place (the time constant -1/log|λ| = exp(-ν) times m, never below
+        ``MIN_TIME_CONSTANT``); phases kept. LSC calls it: the time radius is max |λ|, and the gradient of a max
+        moves one eigenvalue per step. ``target`` is not needed: the radius is max |λ| itself."""
+        if not m > 0:
+            raise ValueError(f"time-constant scale must be > 0, got {m}")
+        self.nu_log.sub_(math.log(m)).clamp_(max=-math.log(MIN_TIME_CONSTANT))
+
     def initial_state(self, batch_size: int, *, device: Any = None, dtype: Any = None) -> LRUState:
         z = self._zeros(batch_size, self.state_size, device, dtype)
         return LRUState(z, z)
@@ -123,6 +132,10 @@ class ResLRUCell(Cell):
 
     def initial_state(self, batch_size: int, *, device: Any = None, dtype: Any = None) -> LRUState:
         return self.lru.initial_state(batch_size, device=device, dtype=dtype)
+
+    def scale_time_constants(self, m: float, target: float | None = None) -> None:
+        """The inner LRU's :meth:`LRUCell.scale_time_constants`."""
+        self.lru.scale_time_constants(m, target)
 
     def forward(self, x: Tensor, state: LRUState) -> tuple[Tensor, LRUState]:
         check_input(self, x)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Cell, check_input, split_state
+from .base import MIN_TIME_CONSTANT, Cell, check_input, split_state
 from .init import glorot_uniform_
 
 Reset = Literal["subtract", "multiplicative", "mult_leak"]
@@ -150,6 +150,15 @@ class LIFCell(Cell):
     def decay(self) -> Tensor:
         return decay_from_tau(self.tau)
 
+    @torch.no_grad()
+    def scale_time_constants(self, m: float, target: float | None = None) -> None:
+        """τ → m·τ in place (the decay δ becomes δ^(1/m)), never below ``MIN_TIME_CONSTANT``. LSC calls it: with no
+        self-connections the time Jacobian ``δ I + W_hh diag(σ')`` has trace n·δ, so its radius is at least δ
+        whatever the weights. ``target`` (LSC's time target) is not needed here: a shorter τ raises no eigenvalue."""
+        if not m > 0:
+            raise ValueError(f"time-constant scale must be > 0, got {m}")
+        self.tau.mul_(m).clamp_(min=MIN_TIME_CONSTANT)
+
     def recurrent_weight(self) -> Tensor:
         """``W_hh`` with self-connections masked, ``[n, n]`` (post, pre)."""
         return self.weight_hh * self.rec_mask
@@ -215,6 +224,22 @@ class ALIFCell(LIFCell):
     @property
     def decay_a(self) -> Tensor:
         return decay_from_tau(self.tau_adapt)
+
+    @torch.no_grad()
+    def scale_time_constants(self, m: float, target: float | None = None) -> None:
+        """τ → m·τ as for LIF, and τ_a → m·τ_a: a neuron near silence has a time-Jacobian eigenvalue δ_a, so the
+        adaptation decay bounds the radius too. But shortening τ_a also raises the adaptation feedback: a firing
+        neuron's eigenvalue is about ``δ_a - (1 - δ_a) β σ'``, which tends to ``-β σ'`` (up to -1.8) as δ_a -> 0.
+        So when shrinking, τ_a stops where δ_a reaches ``target`` (a τ_a already shorter is kept); at target >= 1
+        it does not shrink at all. Growing (m > 1) is not bounded."""
+        super().scale_time_constants(m, target)
+        tau_a = self.tau_adapt
+        if m < 1.0 and target is not None:
+            stop = tau_from_decay(target) if target < 1.0 else torch.inf
+            tau_a.copy_(torch.maximum(tau_a * m, torch.clamp(tau_a, max=stop)))
+        else:
+            tau_a.mul_(m)
+        tau_a.clamp_(min=MIN_TIME_CONSTANT)
 
     def initial_state(self, batch_size: int, *, device: Any = None, dtype: Any = None) -> ALIFState:
         z = self._zeros(batch_size, self.hidden_size, device, dtype)

@@ -6,9 +6,12 @@ Loss per optimisation step: the mean over the measured transitions (family, laye
   step; states start at zero at every batch and are carried *detached* between steps (one-step Jacobians,
   truncated BPTT of length 1). Families: time, depth, encoder, decoder.
 - FFN: each batch is one step; encoder = first layer, depth = consecutive layer pairs, decoder = readout.
-- The default is plain gradient pre-training (AdaBelief + Lookahead as in the papers' code). The released code's
-  weight shuffling and rescaling heuristics (spec §1.4, §7 item 21) are not used: gradient descent alone reaches the
-  targets here (see docs/lsc.md).
+- Gradient pre-training (AdaBelief + Lookahead as in the papers' code) on every weight, plus one of the released
+  code's heuristics (spec §1.4 "wmultiplier", for τ and ν only): after each step, a cell's fixed time constants are
+  multiplied by ``clip(target / time radius, 1 ± rescale_clip)`` when the cell offers ``scale_time_constants``
+  (``LSCConfig.rescale_time``). It is there because it was measured necessary: a LIF's time radius cannot go below
+  its leak by any weight change, and an LRU's ``max |λ|`` moves one eigenvalue per gradient step. Weight shuffling
+  is not used: gradient descent reaches the targets without it (docs/lsc.md).
 
 Stopping: when the moving average (``config.ema``) of every (family, layer) radius is within ``tol`` of its target
 for ``patience`` consecutive steps (with ``rectangular="subsample"`` the decoder is trained but, as in the papers'
@@ -211,6 +214,8 @@ def check_config(cfg: LSCConfig) -> None:
         raise ValueError(f"LSC batch_size must be >= 1 or None, got {cfg.batch_size}")
     if cfg.lr <= 0 or cfg.tol <= 0:
         raise ValueError("LSC lr and tol must be > 0")
+    if not 0.0 < cfg.rescale_clip < 1.0:
+        raise ValueError(f"LSC rescale_clip must be in (0, 1), got {cfg.rescale_clip}")
     if not 0.0 <= cfg.ema < 1.0:
         raise ValueError(f"LSC ema must be in [0, 1), got {cfg.ema}")
     if cfg.layers_per_step is not None and cfg.layers_per_step < 1:
@@ -381,6 +386,8 @@ def lsc_pretrain(model: nn.Module, batches: Any, config: LSCConfig | None = None
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                if cfg.rescale_time and stack is not None:
+                    _rescale_time_constants(stack, terms, targets.get("time"), cfg.rescale_clip)
                 step += 1
                 bar.update(1)
                 if not all(torch.isfinite(p).all() for p in params):
@@ -411,6 +418,21 @@ def lsc_pretrain(model: nn.Module, batches: Any, config: LSCConfig | None = None
         model.load_state_dict(tracker.best_state)
     after = measure_all(xs[0])
     return LSCReport(targets, before, after, step, round(time.perf_counter() - t0, 3), stop_reason, history)
+
+
+def _rescale_time_constants(stack: Any, terms: list[tuple[Transition, Tensor]], target: float | None,
+                            clip: float) -> None:
+    """τ → m·τ with ``m = clip(target / radius, 1 - clip, 1 + clip)`` for each measured time transition whose cell
+    has ``scale_time_constants`` (a radius above target shortens the memory, one below lengthens it)."""
+    if target is None:
+        return
+    for tr, r in terms:
+        scale = getattr(stack.cells[tr.layer], "scale_time_constants", None) if tr.family == "time" else None
+        if scale is None:
+            continue
+        radius = float(r.detach().mean())
+        if math.isfinite(radius) and radius > 0:
+            scale(min(max(target / radius, 1.0 - clip), 1.0 + clip), target)
 
 
 def _subset_layers(trs: list[Transition], k: int, gen: torch.Generator) -> list[Transition]:

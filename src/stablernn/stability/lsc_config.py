@@ -26,6 +26,12 @@ class LSCConfig:
     # (default "norm": measured to converge where the subsampled radius barely moves; docs/lsc.md)
     rectangular: Literal["subsample", "norm"] = "norm"
     engine: Literal["auto", "exact", "matrix_free"] = "auto"
+    # after each optimiser step, multiply the fixed time constants of every cell that has
+    # ``scale_time_constants`` (LIF/ALIF τ, τ_a; LRU |λ|) by clip(target / time radius, 1 ± rescale_clip), the
+    # papers' "wmultiplier" for τ and ν. Measured necessary: gradient descent cannot move a LIF's time radius below
+    # its leak δ (0.95 at τ = 20), and moves an LRU's max|λ| one eigenvalue per step (docs/lsc.md)
+    rescale_time: bool = True
+    rescale_clip: float = 0.15
     max_steps: int = 400
     time_limit: float | None = 600.0  # seconds
     lr: float = 7.2e-3
