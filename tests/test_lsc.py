@@ -101,6 +101,30 @@ def test_users_own_cell_needs_no_extra_code(digits):
     _assert_reached(rep)
 
 
+class _SlowLeakCell(LeakyTanhCell):
+    """The user cell with a long fixed memory (α = 0.02, decay 0.98) and the optional rescaling hook; α is a buffer
+    so that LSC's best-weights restore (a state dict) and checkpoints carry it."""
+
+    def __init__(self, input_size: int, hidden_size: int, alpha: float) -> None:
+        super().__init__(input_size, hidden_size, alpha)
+        del self.alpha
+        self.register_buffer("alpha", torch.tensor(alpha))
+
+    @torch.no_grad()
+    def scale_time_constants(self, m: float, target: float | None = None) -> None:
+        self.alpha.copy_(1.0 - (1.0 - self.alpha) ** (1.0 / m))
+
+
+def test_users_cell_with_a_leak_opts_in_to_the_rescaling(digits):
+    torch.manual_seed(0)
+    cells = [_SlowLeakCell(8, 16, alpha=0.02), _SlowLeakCell(16, 16, alpha=0.02)]
+    model = DeepRNN(cells, input_size=8, output_size=10)
+    rep = lsc_pretrain(model, _batches(digits), lr=2e-2, max_steps=300, progress=False, families=("time",))
+    assert rep.mean_before("time") > 0.95
+    assert all(float(c.alpha) > 0.3 for c in cells)  # the leak was shortened by the hook, not only the weights
+    _assert_reached(rep)
+
+
 def test_single_layer_targets_one(digits):
     model = _model("gru", 1, 16)
     rep = lsc_pretrain(model, _batches(digits), lr=2e-2, max_steps=300, progress=False, families=("time",))

@@ -15,6 +15,7 @@ and the adaptation). Weights are ``[post, pre]`` (PyTorch layout). Time constant
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
@@ -235,7 +236,7 @@ class ALIFCell(LIFCell):
         super().scale_time_constants(m, target)
         tau_a = self.tau_adapt
         if m < 1.0 and target is not None:
-            stop = tau_from_decay(target) if target < 1.0 else torch.inf
+            stop = -1.0 / math.log(target) if 0.0 < target < 1.0 else math.inf  # τ_a whose δ_a is the target
             tau_a.copy_(torch.maximum(tau_a * m, torch.clamp(tau_a, max=stop)))
         else:
             tau_a.mul_(m)
