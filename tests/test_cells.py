@@ -266,8 +266,7 @@ def test_scale_time_constants_lru():
 
 
 def test_scale_time_constants_stops_at_the_shortest_time_constant():
-    from stablernn.cells import ALIFCell, LRUCell
-    from stablernn.cells.base import MIN_TIME_CONSTANT
+    from stablernn.cells import MIN_TIME_CONSTANT, ALIFCell, LRUCell
 
     alif = ALIFCell(3, 5, tau=0.2, tau_adapt=0.3)
     alif.scale_time_constants(0.01)

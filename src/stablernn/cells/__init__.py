@@ -1,5 +1,5 @@
 """Recurrent cells on one explicit-state step interface (see ``base.py``)."""
-from .base import Cell, CellProtocol, check_cell, output_size, run_steps
+from .base import MIN_TIME_CONSTANT, Cell, CellProtocol, check_cell, output_size, run_steps
 from .fast_gated import gru_sequence, lstm_sequence
 from .fast_spiking import spiking_sequence
 from .gated import GRUCell, LSTMCell, LSTMState
@@ -17,6 +17,7 @@ from .spiking import (
 )
 
 __all__ = [
+    "MIN_TIME_CONSTANT",
     "ALIFCell",
     "ALIFState",
     "Cell",
