@@ -309,20 +309,12 @@ def build_spikingjelly(cfg: BenchConfig, ref, x, y) -> Callable[[], float]:
     return _trainer(net, lambda: net(x_tm), y)
 
 
-def _rss_mb() -> float | None:
+def _status_mb(key: str) -> float | None:
+    """A memory line of ``/proc/self/status`` (``VmRSS``: resident now, ``VmHWM``: its high-water mark) in MB;
+    ``None`` where the file does not exist (not Linux)."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-def _hwm_mb() -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{key}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         return None
@@ -375,7 +367,7 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
-    base_rss = _rss_mb()
+    base_rss = _status_mb("VmRSS")
     hwm_ok = _reset_hwm()
     loss = step()
     for _ in range(int(spec["warmup"])):
@@ -388,11 +380,12 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
         sync()
         wall.append((time.perf_counter() - t0) * 1e3)
         cpu.append((time.process_time() - c0) * 1e3)
+    hwm = _status_mb("VmHWM") if hwm_ok and not cuda else None
     if cuda:
         peak_mb = (torch.cuda.max_memory_allocated(device) - base) / 2**20
         method = "cuda.max_memory_allocated"
-    elif hwm_ok and base_rss is not None and _hwm_mb() is not None:
-        peak_mb = _hwm_mb() - base_rss
+    elif hwm is not None and base_rss is not None:
+        peak_mb = hwm - base_rss
         method = "VmHWM after clear_refs"
     else:  # ru_maxrss is in KiB on Linux, bytes on macOS
         scale = 1 / 2**20 if sys.platform == "darwin" else 1 / 1024

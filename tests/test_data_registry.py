@@ -7,7 +7,7 @@ import torch
 import stablernn.data as sd
 from stablernn.data import DataConfig, DataError, TaskData, TaskInfo, availability, check_task, load_task, task_names
 from stablernn.data.loader import TensorLoader
-from stablernn.data.registry import _TASKS, describe, register
+from stablernn.data.registry import _TASKS, describe, missing_module, register
 
 
 @pytest.fixture(autouse=True)
@@ -81,3 +81,8 @@ def test_check_task_summary_is_flat_and_printable():
     assert lm["kind"] == "lm" and lm["x_shape"] == "[16, 20]" and "spike_rate" not in lm
     reg = check_task(DataConfig(task="adding", n_train=50, n_test=10))
     assert "class_balance" not in reg and reg["y_shape"] == "[45]"
+
+
+def test_missing_module_names_what_to_install():
+    assert missing_module("json", "unused") is None
+    assert missing_module("no_such_module_stablernn", "x: pip install y") == "x: pip install y"

@@ -9,7 +9,7 @@ import torch
 from .base import DataError, TaskData, TaskInfo
 from .config import DataConfig
 from .loader import TensorLoader, as_index, carve_validation, moments, stratified_split
-from .registry import register
+from .registry import missing_module, register
 
 TEST_FRACTION = 0.2  # of all 1797 images
 TEST_SEED = 0  # the test split never depends on cfg.seed, so test scores are comparable across seeds
@@ -25,11 +25,7 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _check(cfg: DataConfig) -> str | None:
-    try:
-        import sklearn.datasets  # noqa: F401
-    except ImportError:
-        return "digits: scikit-learn is not installed; pip install scikit-learn"
-    return None
+    return missing_module("sklearn.datasets", "digits: scikit-learn is not installed; pip install scikit-learn")
 
 
 @register("digits", "scikit-learn 8x8 digits as 8 rows of 8 pixels (or 64 pixels), 10 classes", check=_check)

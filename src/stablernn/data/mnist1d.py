@@ -9,7 +9,7 @@ import torch
 from .base import TaskData, TaskInfo
 from .config import DataConfig
 from .loader import TensorLoader, as_index, carve_validation, moments
-from .registry import register
+from .registry import missing_module, register
 
 
 @functools.lru_cache(maxsize=1)
@@ -25,11 +25,7 @@ def _mnist1d() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _check(cfg: DataConfig) -> str | None:
-    try:
-        import mnist1d.data  # noqa: F401
-    except ImportError:
-        return "mnist1d: the mnist1d package is not installed; pip install mnist1d"
-    return None
+    return missing_module("mnist1d.data", "mnist1d: the mnist1d package is not installed; pip install mnist1d")
 
 
 @register("mnist1d", "MNIST-1D, generated offline by the mnist1d package: 40 steps x 1, 10 classes", check=_check)

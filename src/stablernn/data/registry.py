@@ -6,6 +6,7 @@ must be cheap (look for files, import a package) so ``stablernn data list`` stay
 """
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -42,6 +43,15 @@ def register(name: str, description: str, *, check: Check | None = None) -> Call
         return builder
 
     return deco
+
+
+def missing_module(module: str, message: str) -> str | None:
+    """For availability checks: ``message`` (what to install) when ``module`` cannot be imported, else ``None``."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return message
+    return None
 
 
 def task_names() -> list[str]:

@@ -29,7 +29,7 @@ from .base import DataError, TaskData, TaskInfo
 from .config import DataConfig
 from .files import atomic_path, cache_root, data_roots, describe_roots, require
 from .loader import TensorLoader, as_index, carve_validation, moments
-from .registry import register
+from .registry import missing_module, register
 
 N_UNITS = 700
 N_CLASSES = 20
@@ -249,10 +249,9 @@ def speaker_split(speakers: np.ndarray, fraction: float, seed: int) -> tuple[np.
 
 # ------------------------------------------------------------------------------------------------------ builder
 def _check(cfg: DataConfig) -> str | None:
-    try:
-        import h5py  # noqa: F401
-    except ImportError:
-        return "shd: h5py is not installed; pip install h5py"
+    missing = missing_module("h5py", "shd: h5py is not installed; pip install h5py")
+    if missing:
+        return missing
     try:
         find_shd(cfg)
     except DataError as e:

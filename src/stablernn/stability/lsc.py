@@ -386,8 +386,10 @@ def lsc_pretrain(model: nn.Module, batches: Any, config: LSCConfig | None = None
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                radii = [float(r.detach().mean()) for _, r in terms]  # batch means of this step's measured radii
                 if cfg.rescale_time and stack is not None:
-                    _rescale_time_constants(stack, terms, targets.get("time"), cfg.rescale_clip)
+                    _rescale_time_constants(stack, [tr for tr, _ in terms], radii, targets.get("time"),
+                                            cfg.rescale_clip)
                 step += 1
                 bar.update(1)
                 if not all(torch.isfinite(p).all() for p in params):
@@ -397,8 +399,8 @@ def lsc_pretrain(model: nn.Module, batches: Any, config: LSCConfig | None = None
                 if new_states is not None:
                     states = detach_states(new_states)
                 # --- bookkeeping: moving averages, best weights, stopping
-                for tr, r in terms:
-                    tracker.update(tr.family, report_index(model, tr.family, tr.layer), float(r.detach().mean()))
+                for (tr, _), radius in zip(terms, radii, strict=True):
+                    tracker.update(tr.family, report_index(model, tr.family, tr.layer), radius)
                 score = tracker.score()
                 if score < tracker.best_score:
                     tracker.best_score, tracker.best_step = score, step
@@ -420,18 +422,16 @@ def lsc_pretrain(model: nn.Module, batches: Any, config: LSCConfig | None = None
     return LSCReport(targets, before, after, step, round(time.perf_counter() - t0, 3), stop_reason, history)
 
 
-def _rescale_time_constants(stack: Any, terms: list[tuple[Transition, Tensor]], target: float | None,
+def _rescale_time_constants(stack: Any, transitions: list[Transition], radii: list[float], target: float | None,
                             clip: float) -> None:
-    """τ → m·τ with ``m = clip(target / radius, 1 - clip, 1 + clip)`` for each measured time transition whose cell
-    has ``scale_time_constants`` (a radius above target shortens the memory, one below lengthens it)."""
+    """τ → m·τ with ``m = clip(target / radius, 1 - clip, 1 + clip)`` for each measured time transition (``radii``:
+    its batch-mean radius) whose cell has ``scale_time_constants`` (a radius above target shortens the memory, one
+    below lengthens it)."""
     if target is None:
         return
-    for tr, r in terms:
+    for tr, radius in zip(transitions, radii, strict=True):
         scale = getattr(stack.cells[tr.layer], "scale_time_constants", None) if tr.family == "time" else None
-        if scale is None:
-            continue
-        radius = float(r.detach().mean())
-        if math.isfinite(radius) and radius > 0:
+        if scale is not None and math.isfinite(radius) and radius > 0:
             scale(min(max(target / radius, 1.0 - clip), 1.0 + clip), target)
 
 
