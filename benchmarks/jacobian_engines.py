@@ -15,15 +15,9 @@ from dataclasses import replace
 
 import torch
 
-from stablernn.models import ModelConfig, build_model
-from stablernn.stability.diagnostics import detach_states
-from stablernn.stability.jacobians import (
-    matrix_free_norm,
-    matrix_free_radius,
-    rnn_transitions,
-    spectral_norm,
-    spectral_radius,
-)
+from stablernn.lsc.measures import matrix_free_norm, matrix_free_radius, spectral_norm, spectral_radius
+from stablernn.lsc.transitions import rnn_transitions
+from stablernn.models import ModelConfig, build_model, detach_states
 
 
 def _timed(fn, repeats: int):

@@ -18,10 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from stablernn.data import DataConfig, load_task
-from stablernn.models import ModelConfig, build_model
-from stablernn.stability.diagnostics import detach_states
-from stablernn.stability.lsc import lsc_loss, lsc_pretrain, make_lsc_optimizer, resolve_targets
-from stablernn.stability.lsc_config import LSCConfig
+from stablernn.lsc.config import LSCConfig
+from stablernn.lsc.pretrain import lsc_loss, lsc_pretrain, make_lsc_optimizer, resolve_targets
+from stablernn.models import ModelConfig, build_model, detach_states
 
 
 def _model(cell: str, width: int, seed: int = 0):

@@ -21,9 +21,9 @@ import torch
 from stablernn import ModelConfig, build_model
 from stablernn.cli.dynamics import task_stream
 from stablernn.data import DataConfig, load_task
-from stablernn.stability.lsc import lsc_pretrain
-from stablernn.stability.lsc_config import LSCConfig
-from stablernn.stability.memory import DynamicsConfig, dynamics_profile
+from stablernn.dynamics.memory import DynamicsConfig, dynamics_profile
+from stablernn.lsc.config import LSCConfig
+from stablernn.lsc.pretrain import lsc_pretrain
 
 CELLS = ("gru", "alif")
 VARIANTS = ("init", "LSC 0.5", "LSC 1.0")

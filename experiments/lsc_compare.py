@@ -23,10 +23,11 @@ from typing import Any
 import torch
 
 from stablernn.data import DataConfig, load_task
+from stablernn.diagnostics import gradient_grid, plot_gradient_grid
+from stablernn.lsc.config import LSCConfig
+from stablernn.lsc.pretrain import lsc_pretrain
+from stablernn.lsc.radii import radii_over_time
 from stablernn.models import FFN, ModelConfig, build_model
-from stablernn.stability.diagnostics import gradient_grid, plot_gradient_grid, radii_over_time
-from stablernn.stability.lsc import lsc_pretrain
-from stablernn.stability.lsc_config import LSCConfig
 from stablernn.train import fit
 from stablernn.train.config import RunConfig, TrainConfig
 
@@ -121,7 +122,7 @@ def report(done: dict, cells: list[str], seeds: list[int], out: Path, a: argpars
         for init in INITS:
             r = done.get((cell, init, seeds[0]))
             if r is not None:
-                from stablernn.stability.diagnostics import GradientGrid
+                from stablernn.diagnostics import GradientGrid
 
                 grids[f"{cell} {init}"] = GradientGrid(torch.tensor(r["grid"]), [], 0.0)
         if grids:

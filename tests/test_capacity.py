@@ -1,4 +1,4 @@
-"""Information-processing capacity with Legendre targets (stability/capacity.py)."""
+"""Information-processing capacity with Legendre targets (dynamics/capacity.py)."""
 from __future__ import annotations
 
 import math
@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from stablernn.stability.capacity import (
+from stablernn.dynamics.capacity import (
     capacity_from_targets,
     capacity_targets,
     capacity_terms,
@@ -24,7 +24,7 @@ from stablernn.stability.capacity import (
     term_name,
     term_targets,
 )
-from stablernn.stability.memory import collect_features, network_capacity, uniform_drive
+from stablernn.dynamics.memory import collect_features, network_capacity, uniform_drive
 
 torch.set_num_threads(1)
 

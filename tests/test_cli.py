@@ -62,7 +62,7 @@ def test_help_lists_every_command(capsys):
 
 def test_demo_configs_and_table(tmp_path):
     from stablernn.cli.train import DEMO_LSC_STEPS, demo_configs, demo_table
-    from stablernn.train.checkpoint import atomic_write_json
+    from stablernn.io import atomic_write_json
 
     runs = demo_configs(str(tmp_path), seed=3, lsc=True)
     assert [r.name for r in runs] == ["lstm", "lstm-lsc", "gru", "gru-lsc", "alif", "alif-lsc"]

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stablernn.cells import LIFCell
-from stablernn.stability.conditions import (
+from stablernn.snn.conditions import (
     LayerParams,
     TaskStats,
     condition_i,
@@ -26,7 +26,7 @@ from stablernn.stability.conditions import (
     stationary_mean_voltage,
     voltage_range,
 )
-from stablernn.stability.solve import solve_per_neuron
+from stablernn.snn.solve import solve_per_neuron
 from stablernn.surrogate import SHAPES
 
 F64 = torch.float64

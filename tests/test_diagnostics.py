@@ -9,20 +9,18 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
-from stablernn.models import FFN, ModelConfig, build_model
-from stablernn.stability.diagnostics import (
+from stablernn.diagnostics import (
     GradientGrid,
-    RadiiTrace,
-    batch_x,
     default_sequence_loss,
     firing_rates,
     gradient_grid,
-    measured_steps,
     plot_gradient_grid,
     plot_radii_over_time,
-    radii_over_time,
 )
-from stablernn.stability.jacobians import rnn_transitions, spectral_radius
+from stablernn.lsc.measures import spectral_radius
+from stablernn.lsc.radii import RadiiTrace, batch_x, measured_steps, radii_over_time
+from stablernn.lsc.transitions import rnn_transitions
+from stablernn.models import FFN, ModelConfig, build_model
 
 torch.set_num_threads(1)
 

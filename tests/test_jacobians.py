@@ -11,23 +11,22 @@ from torch import Tensor, nn
 from torch.autograd.functional import jacobian
 
 from stablernn.cells import GRUCell, LRUCell
-from stablernn.models import FFN, DeepRNN, ModelConfig, build_model
-from stablernn.stability.jacobians import (
+from stablernn.lsc.measures import (
     Transition,
     arnoldi,
     choose_engine,
-    ffn_transitions,
     matrix_free_norm,
     matrix_free_radius,
     measure_jacobian,
     probe_norm,
-    rnn_transitions,
     spectral_norm,
     spectral_radius,
     square,
     square_indices,
     transition_measure,
 )
+from stablernn.lsc.transitions import ffn_transitions, rnn_transitions
+from stablernn.models import FFN, DeepRNN, ModelConfig, build_model
 
 torch.set_num_threads(1)
 B, T_WARM = 3, 3
@@ -344,7 +343,7 @@ def test_auto_engine_measures_a_wide_rectangular_norm_matrix_free():
     """A decoder over a large vocabulary is never materialised for its norm (one backward pass per row)."""
     from types import SimpleNamespace
 
-    from stablernn.stability.jacobians import choose_engine
+    from stablernn.lsc.measures import choose_engine
 
     def tr(n_in, n_out):
         return SimpleNamespace(source=torch.zeros(2, n_in), out_dim=lambda: n_out)

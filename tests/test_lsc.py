@@ -13,9 +13,9 @@ import torch
 from torch import Tensor, nn
 
 from stablernn.data import DataConfig, load_task
+from stablernn.lsc.config import LSCConfig
+from stablernn.lsc.pretrain import LSCReport, lsc_loss, lsc_pretrain, make_config, resolve_targets
 from stablernn.models import FFN, DeepRNN, ModelConfig, build_model
-from stablernn.stability.lsc import LSCReport, lsc_loss, lsc_pretrain, make_config, resolve_targets
-from stablernn.stability.lsc_config import LSCConfig
 from user_cell import LeakyTanhCell
 
 torch.set_num_threads(1)
@@ -221,7 +221,7 @@ def test_report_schema_table_and_atomic_save(tmp_path, digits):
 def test_best_weights_are_restored_and_nan_is_caught(digits, monkeypatch):
     model = _model("gru", 2, 8)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    import stablernn.stability.lsc as lsc_mod
+    import stablernn.lsc.pretrain as lsc_mod
 
     real = lsc_mod.transition_measure
     calls = {"n": 0}

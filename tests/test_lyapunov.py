@@ -1,4 +1,4 @@
-"""Lyapunov spectrum by QR iterations on jvps (stability/lyapunov.py)."""
+"""Lyapunov spectrum by QR iterations on jvps (dynamics/lyapunov.py)."""
 from __future__ import annotations
 
 import math
@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from stablernn import ElmanCell, ModelConfig, build_model
-from stablernn.stability.lyapunov import (
+from stablernn.dynamics.lyapunov import (
     as_system,
     flossing_loss,
     layer_inputs,

@@ -1,4 +1,4 @@
-"""Linear memory capacity and readout-size scaling (stability/memory.py)."""
+"""Linear memory capacity and readout-size scaling (dynamics/memory.py)."""
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from stablernn import ElmanCell, ModelConfig, build_model, check_cell
-from stablernn.stability.memory import (
+from stablernn.dynamics.memory import (
     collect_features,
     input_vector,
     memory_capacity,
@@ -144,7 +144,7 @@ def test_split_and_subsets():
 def test_ridge_chosen_on_validation_time_resists_overfitting():
     """ALIF states (rare spikes, adaptation variables) overfit a tiny ridge; the penalty chosen on validation time
     (never the test time) recalls better on the test time."""
-    from stablernn.stability.memory import RIDGE_GRID, choose_ridge
+    from stablernn.dynamics.memory import RIDGE_GRID, choose_ridge
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(cell="alif", layers=2, width=64), input_size=8, output_size=10, seq_len=8)
@@ -242,7 +242,7 @@ def test_dynamics_profile_and_cli(tmp_path):
     from typer.testing import CliRunner
 
     from stablernn.cli import app
-    from stablernn.stability.memory import DynamicsConfig, dynamics_profile
+    from stablernn.dynamics.memory import DynamicsConfig, dynamics_profile
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(cell="gru", layers=2, width=6), input_size=3, output_size=2)

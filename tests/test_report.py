@@ -13,8 +13,10 @@ import pytest
 import torch
 
 from stablernn.data import DataConfig, load_task
-from stablernn.experiments import aggregate, load_sweep, markdown_table, mean_sd, predict, write_report
-from stablernn.experiments.report import (
+from stablernn.lsc.config import LSCConfig
+from stablernn.models import ModelConfig
+from stablernn.sweep import aggregate, load_sweep, markdown_table, mean_sd, predict, write_report
+from stablernn.sweep.report import (
     auto_figures,
     combine_keys,
     format_mean_sd,
@@ -28,8 +30,6 @@ from stablernn.experiments.report import (
     resolve_predictions,
     to_csv,
 )
-from stablernn.models import ModelConfig
-from stablernn.stability.lsc_config import LSCConfig
 from stablernn.train import RunConfig, TrainConfig
 
 torch.set_num_threads(1)
@@ -185,8 +185,8 @@ def test_lsc_rows_infer_none_and_radii(tmp_path):
 
 
 def test_predict_condition_iii_matches_the_design_of_the_same_network(tmp_path):
-    from stablernn.stability.conditions import TaskStats
-    from stablernn.stability.design import DesignConfig, design_model
+    from stablernn.snn.conditions import TaskStats
+    from stablernn.snn.design import DesignConfig, design_model
     from stablernn.train.loop import build_for_task
 
     run = RunConfig(model=ModelConfig(cell="lif", width=12, layers=1), data=DataConfig(task="digits"),
@@ -223,7 +223,7 @@ def test_computed_predictions_collapse_when_the_hue_does_not_change_the_network(
 
 
 def test_combined_hue_and_unnamed_axes_become_panels(fake_sweep, tmp_path, monkeypatch):
-    import stablernn.experiments.report as report
+    import stablernn.sweep.report as report
 
     rows, key = combine_keys([{"a": 1, "b": None}, {"a": 2.5, "b": "x"}], ["a", "b"])
     assert key == "a & b" and [r[key] for r in rows] == ["1 / none", "2.5 / x"]

@@ -8,8 +8,8 @@ import torch
 
 from stablernn.cells import ALIFCell, LIFCell
 from stablernn.models import ModelConfig, build_model
-from stablernn.stability.conditions import LayerParams, TaskStats, condition_i, condition_ii, condition_iii
-from stablernn.stability.design import (
+from stablernn.snn.conditions import LayerParams, TaskStats, condition_i, condition_ii, condition_iii
+from stablernn.snn.design import (
     Design,
     DesignConfig,
     apply_design_,

@@ -9,13 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stablernn.cells import LIFCell
-from stablernn.stability.conditions import TaskStats
-from stablernn.stability.fluctuation_init import (
-    fluctuation_init_,
-    fluctuation_weight_stats,
-    membrane_stats,
-    psp_moments,
-)
+from stablernn.snn.conditions import TaskStats
+from stablernn.snn.fluctuation_init import fluctuation_init_, fluctuation_weight_stats, membrane_stats, psp_moments
 
 F64 = torch.float64
 

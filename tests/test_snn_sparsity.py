@@ -7,14 +7,7 @@ import pytest
 import torch
 
 from stablernn.models import ModelConfig, build_model
-from stablernn.train.sparsity import (
-    fit_initial_rate,
-    layer_rates,
-    parse_ramp,
-    ramp,
-    sparsity_loss,
-    spiking_mask,
-)
+from stablernn.snn.rates import fit_initial_rate, layer_rates, parse_ramp, ramp, sparsity_loss, spiking_mask
 
 
 @pytest.mark.parametrize(("p", "expect"), [(0.0, 0.0), (0.19, 0.0), (0.2, 0.0), (0.4, 0.5), (0.6, 1.0), (0.9, 1.0)])

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from stablernn.experiments import expand, load_spec, parse_spec, run_status, run_sweep, write_report
-from stablernn.experiments.sweep import (
+from stablernn.sweep import expand, load_spec, parse_spec, run_status, run_sweep, write_report
+from stablernn.sweep.runner import (
     check_out_dir,
     config_differences,
     describe_runs,

@@ -1,10 +1,10 @@
-"""Path counting, the gradient bound, and the PascalRNN toy (stability/theory.py)."""
+"""Path counting, the gradient bound, and the PascalRNN toy (lsc/theory.py)."""
 import math
 
 import numpy as np
 import pytest
 
-from stablernn.stability import theory
+from stablernn.lsc import theory
 
 
 def test_path_count_is_binomial_and_symmetric():

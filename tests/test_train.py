@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from stablernn.data import DataConfig, load_task
+from stablernn.io import load_state_dict_from
 from stablernn.models import ModelConfig
+from stablernn.optim import lr_factor, make_optimizer
 from stablernn.train import NonFiniteError, RunConfig, TrainConfig, fit, load_checkpoint, load_config_file
-from stablernn.train.checkpoint import load_state_dict_from
 from stablernn.train.losses import MetricSum, task_loss
-from stablernn.train.optim import lr_factor, make_optimizer
 
 
 def _run(tmp: Path, name: str = "r", epochs: int = 3, **train) -> RunConfig:
@@ -179,7 +179,7 @@ def test_stateful_lm_training_runs(tmp_path):
 
 
 def test_flossing_regulariser_pulls_the_top_exponent_toward_its_target(tmp_path):
-    from stablernn.stability.lyapunov import lyapunov_spectrum
+    from stablernn.dynamics.lyapunov import lyapunov_spectrum
 
     data = load_task(DataConfig(task="digits", batch_size=64, layout="pixels"))
     x = next(iter(data.val))[0][:16]

@@ -4,29 +4,20 @@ LSC pre-training (every one-step transition Jacobian brought to a target radius)
 spiking neurons, on one explicit-state cell interface. See README.md and docs/.
 """
 from . import surrogate
-from .cells import (
-    ALIFCell,
-    Cell,
-    ElmanCell,
-    GRUCell,
-    LIFCell,
-    LRUCell,
-    LSTMCell,
-    ResLRUCell,
-    check_cell,
-)
+from .cells import ALIFCell, Cell, ElmanCell, GRUCell, LIFCell, LRUCell, LSTMCell, ResLRUCell, check_cell
 from .data import DataConfig, load_task
-from .experiments import SweepSpec, load_spec, load_sweep, run_sweep, write_report
+from .diagnostics import firing_rates, gradient_grid
+from .dynamics.capacity import information_processing_capacity
+from .dynamics.lyapunov import flossing_loss, lyapunov_spectrum
+from .dynamics.memory import DynamicsConfig, dynamics_profile, memory_capacity, readout_scaling
+from .lsc.config import LSCConfig
+from .lsc.pretrain import LSCReport, lsc_pretrain
+from .lsc.radii import radii_over_time
 from .models import FFN, DeepRNN, ModelConfig, build_model
-from .stability.capacity import information_processing_capacity
-from .stability.conditions import TaskStats
-from .stability.design import DesignConfig, apply_design_, design_model, stability_design
-from .stability.diagnostics import firing_rates, gradient_grid, radii_over_time
-from .stability.fluctuation_init import fluctuation_init_
-from .stability.lsc import LSCReport, lsc_pretrain
-from .stability.lsc_config import LSCConfig
-from .stability.lyapunov import flossing_loss, lyapunov_spectrum
-from .stability.memory import DynamicsConfig, dynamics_profile, memory_capacity, readout_scaling
+from .snn.conditions import TaskStats
+from .snn.design import DesignConfig, apply_design_, design_model, stability_design
+from .snn.fluctuation_init import fluctuation_init_
+from .sweep import SweepSpec, load_spec, load_sweep, run_sweep, write_report
 from .train import RunConfig, TrainConfig, fit
 
 __version__ = "0.1.0"

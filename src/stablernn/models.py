@@ -4,9 +4,10 @@ Everything is batch-first: sequences are ``[batch, time, features]`` (``[batch, 
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Literal, NamedTuple
 
@@ -14,18 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .cells import (
-    ALIFCell,
-    ElmanCell,
-    GRUCell,
-    LIFCell,
-    LRUCell,
-    LSTMCell,
-    ResLRUCell,
-)
-from .cells import (
-    output_size as output_size_of,  # the name output_size is DeepRNN's argument
-)
+from .cells import ALIFCell, ElmanCell, GRUCell, LIFCell, LRUCell, LSTMCell, ResLRUCell
+from .cells import output_size as output_size_of
 from .cells.base import State
 from .cells.rnn import activation_fn
 from .cells.spiking import default_tau_adapt
@@ -386,3 +377,25 @@ def build_model(cfg: ModelConfig, *, input_size: int, output_size: int, seq_len:
 def config_fields(cls: type) -> list[str]:
     """Names of a config dataclass's fields (for CLIs and files)."""
     return [f.name for f in fields(cls)]
+
+
+# --- helpers every consumer of a stack uses ------------------------------------------------------------------
+@contextlib.contextmanager
+def eval_mode(module: nn.Module) -> Iterator[None]:
+    """Eval mode (dropout off) while measuring or taking Jacobians (random ops cannot run under ``vmap``); restores
+    each submodule's own mode after."""
+    if not isinstance(module, nn.Module):
+        yield
+        return
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.train(mode)
+
+
+def detach_states(states: list[Any]) -> list[Any]:
+    """States with every piece detached (carried between steps without backpropagating across them)."""
+    return [type(s)(*[p.detach() for p in s]) for s in states]

@@ -3,7 +3,7 @@
 Forward: the Heaviside step ``z = H(v) = 1[v > 0]``. Backward: ``dz/dv = f(v) = dampening * g(sharpness * v)``
 where every shape ``g`` has ``g(0) = 1`` and ``∫ g = 1``, so ``f(0) = dampening`` (γ) and ``∫ f = dampening /
 sharpness`` (γ/s) for every shape: shapes differ only in how fat their tails are, which is what the stability
-conditions read (``stablernn.stability.conditions``).
+conditions read (``stablernn.snn.conditions``).
 
 The backward is made of differentiable torch ops and the Function has a ``jvp`` and ``generate_vmap_rule``, so
 ``torch.func`` transforms (vmap, jacrev, jvp) and double backward work through spikes.

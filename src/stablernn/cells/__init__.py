@@ -6,15 +6,7 @@ from .gated import GRUCell, LSTMCell, LSTMState
 from .lru import LRUCell, LRUState, ResLRUCell
 from .rnn import ElmanCell, HState
 from .scan import diagonal_recurrence, diagonal_scan, lru_sequence
-from .spiking import (
-    ALIFCell,
-    ALIFState,
-    LIFCell,
-    LIFState,
-    decay_from_tau,
-    spiking_step,
-    tau_from_decay,
-)
+from .spiking import ALIFCell, ALIFState, LIFCell, LIFState, decay_from_tau, spiking_step, tau_from_decay
 
 __all__ = [
     "MIN_TIME_CONSTANT",

@@ -46,7 +46,7 @@ def _build(task: str, cell: str, layers: int, width: int, seed: int, run: Path |
     from ..models import ModelConfig, build_model
 
     if run is not None:
-        from ..train.checkpoint import load_state_dict_from
+        from ..io import load_state_dict_from
         from ..train.config import load_config_file
 
         if not run.is_dir():
@@ -70,10 +70,10 @@ def _build(task: str, cell: str, layers: int, width: int, seed: int, run: Path |
 
 def _lsc_variant(model: nn.Module, data: Any, target: float, seed: int) -> tuple[nn.Module, dict[str, Any]]:
     try:
-        from ..stability.lsc import lsc_pretrain
+        from ..lsc.pretrain import lsc_pretrain
     except ImportError as e:  # pragma: no cover - only before LSC exists
-        raise ValueError(f"--lsc needs stablernn.stability.lsc.lsc_pretrain, which is not available: {e}") from None
-    from ..stability.lsc_config import LSCConfig
+        raise ValueError(f"--lsc needs stablernn.lsc.pretrain.lsc_pretrain, which is not available: {e}") from None
+    from ..lsc.config import LSCConfig
 
     m = copy.deepcopy(model)
     report = lsc_pretrain(m, data.train, LSCConfig(target=target, seed=seed, progress=False))
@@ -211,7 +211,7 @@ def dynamics(
     all readout features) and the readout-size table; writes summary.json, spectrum.png, memory.png and
     readout.png. Definitions: docs/dynamics.md.
     """
-    from ..stability.memory import DynamicsConfig, dynamics_profile
+    from ..dynamics.memory import DynamicsConfig, dynamics_profile
 
     for name, v, lo in (("--layers", layers, 1), ("--width", width, 1), ("--lyapunov-steps", lyapunov_steps, 2),
                         ("--streams", streams, 1), ("--steps", steps, 2)):

@@ -12,8 +12,8 @@ from typing import Any
 import typer
 
 from ..data.config import DataConfig
+from ..lsc.config import LSCConfig
 from ..models import ModelConfig
-from ..stability.lsc_config import LSCConfig
 from ..train.config import RunConfig, TrainConfig, load_config_file
 from .app import app
 from .options import option_specs, section_from, with_options
@@ -74,8 +74,8 @@ def pretrain(**values: Any) -> None:
 
     Example: stablernn pretrain --task digits --cell gru --layers 5 --width 64 --target 0.5 --out runs/lsc-gru
     """
-    from ..stability.lsc import lsc_pretrain
-    from ..train.checkpoint import atomic_torch_save, atomic_write_json
+    from ..io import atomic_torch_save, atomic_write_json
+    from ..lsc.pretrain import lsc_pretrain
 
     sec = _sections(PRETRAIN_SPECS, values, values.get("config"))
     model_cfg, data_cfg, lsc_cfg = sec["model"], sec["data"], sec["lsc"]
@@ -121,8 +121,8 @@ def diagnose(**values: Any) -> None:
 
     Example: stablernn diagnose --task digits --layout pixels --cell gru --layers 5 --width 64 --before-after-lsc
     """
-    from ..stability.diagnostics import plot_gradient_grid, plot_radii_over_time
-    from ..train.checkpoint import atomic_write_json, load_state_dict_from
+    from ..diagnostics import plot_gradient_grid, plot_radii_over_time
+    from ..io import atomic_write_json, load_state_dict_from
 
     base = load_config_file(values["config"]).to_dict() if values.get("config") else RunConfig().to_dict()
     model_cfg = section_from(DIAGNOSE_SPECS, values, "model", ModelConfig, base.get("model") or {})
@@ -138,7 +138,7 @@ def diagnose(**values: Any) -> None:
     results = {"before": _diagnose_one(model, x, y, values["steps"])}
     report = None
     if values["before_after_lsc"]:
-        from ..stability.lsc import lsc_pretrain
+        from ..lsc.pretrain import lsc_pretrain
 
         target: Any = values["target"]
         with contextlib.suppress(ValueError):
@@ -173,8 +173,9 @@ def diagnose(**values: Any) -> None:
 
 
 def _diagnose_one(model: Any, x: Any, y: Any, steps: int | None) -> dict[str, Any]:
-    from ..stability.diagnostics import firing_rates, gradient_grid, radii_over_time
-    from ..stability.jacobians import is_ffn
+    from ..diagnostics import firing_rates, gradient_grid
+    from ..lsc.radii import radii_over_time
+    from ..lsc.transitions import is_ffn
 
     trace = radii_over_time(model, x, steps=steps, rectangular="norm")
     grid = gradient_grid(model, x, y)
@@ -186,7 +187,7 @@ def _dynamics(model: Any, x: Any) -> dict[str, float] | None:
     """Top Lyapunov exponent (on the batch's inputs) and linear memory capacity (uniform drive), kept small so
     diagnose stays quick; ``stablernn dynamics`` measures the full profile. None where they do not apply (token
     inputs)."""
-    from ..stability.memory import DynamicsConfig, dynamics_profile
+    from ..dynamics.memory import DynamicsConfig, dynamics_profile
 
     try:
         prof = dynamics_profile(model, x, DynamicsConfig(lyapunov=1, memory=30, ipc_degree=0, draws=0,

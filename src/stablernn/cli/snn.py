@@ -89,8 +89,8 @@ def design_for_task(task: str, cell: str, layers: int, width: int, *, tau: float
 
     from ..data import DataConfig, load_task
     from ..models import ModelConfig, build_model
-    from ..stability.conditions import TaskStats
-    from ..stability.design import DesignConfig, design_model
+    from ..snn.conditions import TaskStats
+    from ..snn.design import DesignConfig, design_model
 
     if cell not in ("lif", "alif"):
         raise ValueError(f"snn-design designs spiking networks: --cell must be lif or alif, got {cell!r}")
@@ -173,10 +173,10 @@ def train_designed(model, designs, data_cfg, model_cfg, info, *, epochs: int, lr
 
     import torch
 
-    from ..stability.design import apply_design_
+    from ..snn.design import apply_design_
+    from ..snn.rates import parse_ramp
     from ..train import fit
     from ..train.config import RunConfig, TrainConfig
-    from ..train.sparsity import parse_ramp
 
     apply_design_(model, designs)
     first = next(d for d in designs if d is not None)

@@ -45,7 +45,7 @@ def sweep(
 
     Example: stablernn sweep experiments/sg_lr_quick.toml --workers 2 && stablernn report runs/sg_lr_quick
     """
-    from ..experiments.sweep import describe_runs, load_spec, plan, run_sweep
+    from ..sweep.runner import describe_runs, load_spec, plan, run_sweep
 
     seed_list = _parse_seeds(seeds) if seeds else None
     sp = load_spec(spec, out_dir=out_dir, seeds=seed_list, overrides=set_)
@@ -64,7 +64,7 @@ def sweep(
         typer.echo(f"failed runs ({len(failed)}), see <run>/status.json and traceback.txt: "
                    + ", ".join(failed[:10]) + (" ..." if len(failed) > 10 else ""))
     if report:
-        from ..experiments.report import write_report
+        from ..sweep.report import write_report
 
         rep = write_report(sp.out_dir, command=_command_line())
         typer.echo(f"report written to {rep.markdown}")
@@ -103,13 +103,13 @@ def report(
 
     Example: stablernn report runs/lsc_quick --out docs/figures --prefix results_lsc_
     """
-    from ..experiments.report import write_report
+    from ..sweep.report import write_report
 
     if fmt not in ("png", "svg"):
         raise ValueError(f"--format must be png or svg, got {fmt!r}")
     options = None
     if spec is not None:
-        from ..experiments.sweep import load_spec
+        from ..sweep.runner import load_spec
 
         options = load_spec(spec).report
     rep = write_report(run_dir, out, metric=metric, prefix=prefix, fmt=fmt, make_figures=figures,

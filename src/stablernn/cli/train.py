@@ -11,8 +11,8 @@ from typing import Any
 import typer
 
 from ..data.config import DataConfig
+from ..lsc.config import LSCConfig
 from ..models import ModelConfig
-from ..stability.lsc_config import LSCConfig
 from ..train.config import RunConfig, TrainConfig
 from .app import app
 from .options import build_run_config, option_specs, parse_value, section_from, with_options
@@ -142,7 +142,7 @@ def demo(out_dir: str = typer.Option("runs/demo", "--out-dir", help="where the d
 
 def _lsc_available() -> bool:
     try:
-        from ..stability import lsc as _lsc
+        from ..lsc import pretrain as _lsc
 
         return hasattr(_lsc, "lsc_pretrain")
     except ImportError:

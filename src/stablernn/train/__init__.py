@@ -1,5 +1,5 @@
 """Training: typed configs, the :func:`fit` loop, checkpoints."""
-from .checkpoint import load_checkpoint, load_state_dict_from
+from ..io import load_checkpoint, load_state_dict_from
 from .config import RunConfig, TrainConfig, load_config_file
 from .loop import NonFiniteError, evaluate, fit, resolve_device
 

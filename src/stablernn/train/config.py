@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..data.config import DataConfig
+from ..lsc.config import LSCConfig
 from ..models import ModelConfig
-from ..stability.lsc_config import LSCConfig
 
 Optimizer = Literal["adamw", "adam", "adabelief", "adabelief_lookahead", "sgd"]
 Schedule = Literal["constant", "cosine", "linear"]

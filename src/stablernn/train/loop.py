@@ -22,11 +22,11 @@ from torch import Tensor, nn
 
 from ..data import load_task
 from ..data.base import TaskData, TaskInfo
+from ..io import atomic_torch_save, atomic_write_json, atomic_write_text, load_checkpoint, load_state_dict_from
 from ..models import DeepRNN, build_model
-from .checkpoint import atomic_torch_save, atomic_write_json, atomic_write_text, load_checkpoint, load_state_dict_from
+from ..optim import lr_factor, make_optimizer, set_lr
 from .config import RunConfig
 from .losses import MetricSum, score_key, task_loss
-from .optim import lr_factor, make_optimizer, set_lr
 
 
 class NonFiniteError(RuntimeError):
@@ -55,8 +55,8 @@ def build_for_task(run: RunConfig, info: TaskInfo) -> nn.Module:
     model = build_model(run.model, input_size=info.input_size, output_size=info.output_size, seq_len=info.seq_len,
                         tokens=info.input_kind == "tokens")
     if run.model.conditions:
-        from ..stability.conditions import TaskStats
-        from ..stability.design import DesignConfig, apply_design_, design_model
+        from ..snn.conditions import TaskStats
+        from ..snn.design import DesignConfig, apply_design_, design_model
 
         m = run.model
         design = DesignConfig(shape=m.surrogate, conditions=tuple(m.conditions), dampening=m.dampening,
@@ -232,14 +232,14 @@ def fit(run: RunConfig, *, data: TaskData | None = None, model: nn.Module | None
             states = detach_states(new_states) if info.stateful else None
             loss = task_loss(logits, y, info, tc.loss)
             if tc.final_rate is not None and any(spiking):
-                from .sparsity import ramp, sparsity_loss
+                from ..snn.rates import ramp, sparsity_loss
 
                 progress = (epoch + b / max(1, steps_per_epoch)) / max(1, tc.epochs)
                 weight = tc.rate_weight * ramp(progress, tc.rate_ramp[0], tc.rate_ramp[1], tc.rate_schedule)
                 if weight > 0:
                     loss = loss + weight * sparsity_loss(outs, spiking, tc.final_rate)
             if tc.flossing_weight > 0:
-                from ..stability.lyapunov import flossing_loss
+                from ..dynamics.lyapunov import flossing_loss
 
                 loss = loss + tc.flossing_weight * flossing_loss(model, x, tc.flossing_k, target=tc.flossing_target)
             if not torch.isfinite(loss):
@@ -303,7 +303,7 @@ def _pretrain(run: RunConfig, model: nn.Module, data: TaskData, device: torch.de
     """LSC pre-training and the initial firing-rate fit, before the first epoch; returns history rows."""
     rows: list[dict[str, Any]] = []
     if run.lsc is not None:
-        from ..stability.lsc import lsc_pretrain
+        from ..lsc.pretrain import lsc_pretrain
 
         batches = [(x.to(device), y.to(device)) for _, (x, y) in zip(range(run.lsc.batches), data.train,
                                                                      strict=False)]
@@ -312,7 +312,7 @@ def _pretrain(run: RunConfig, model: nn.Module, data: TaskData, device: torch.de
         rows.append({"phase": "lsc", "steps": report.steps, "seconds": report.seconds,
                      "stop_reason": report.stop_reason})
     if run.train.init_rate is not None and any(spiking_layers(model)):
-        from .sparsity import fit_initial_rate
+        from ..snn.rates import fit_initial_rate
 
         batches = [(x.to(device), y.to(device)) for _, (x, y) in zip(range(4), data.train, strict=False)]
         rate = fit_initial_rate(model, batches, run.train.init_rate)

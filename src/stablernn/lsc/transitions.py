@@ -1,0 +1,231 @@
+"""The transitions of a model at one step (paper A, arXiv:2212.09480, §2): time ``s[t-1,l] -> s[t,l]``, depth
+``s[t,l-1] -> s[t,l]``, encoder ``x[t] -> s[t,1]`` and decoder ``s[t,L] -> logits[t]`` of a stack, and
+encoder / depth / decoder of an ``FFN``; each a :class:`~stablernn.lsc.measures.Transition` the measures take.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor, nn
+
+from .config import FAMILIES
+from .measures import Transition
+
+
+# --- building the transitions of a model -----------------------------------------------------------------------
+class CellStack:
+    """A single cell seen as a one-layer stack (identity encoder, no decoder), so LSC works on a bare cell."""
+
+    def __init__(self, cell: nn.Module):
+        self.cells = [cell]
+        self.encoder = None
+        self.decode = None
+
+    def encode(self, x: Tensor) -> Tensor:
+        return x
+
+    def layer_input(self, l: int, inp: Tensor) -> Tensor:
+        return inp
+
+    def layer_output(self, l: int, out: Tensor, inp: Tensor) -> Tensor:
+        return out
+
+    def initial_states(self, batch_size: int, *, device: Any = None, dtype: Any = None) -> list[Any]:
+        return [self.cells[0].initial_state(batch_size, device=device, dtype=dtype)]
+
+
+STACK_METHODS = ("encode", "layer_input", "layer_output", "decode", "initial_states")
+
+
+def is_cell(obj: Any) -> bool:
+    return all(callable(getattr(obj, m, None)) for m in ("initial_state", "stability_state", "with_stability_state"))
+
+
+def is_ffn(model: Any) -> bool:
+    return hasattr(model, "layers") and callable(getattr(model, "layer_forward", None)) and hasattr(model, "out")
+
+
+def as_stack(model: Any) -> Any:
+    """The stack view of ``model``: a ``DeepRNN``-like object as is, or a bare cell wrapped in :class:`CellStack`."""
+    if hasattr(model, "cells") and all(callable(getattr(model, m, None)) for m in STACK_METHODS[:3]):
+        return model
+    if is_cell(model):
+        return CellStack(model)
+    raise TypeError(f"{type(model).__name__} is neither a stack of cells (DeepRNN-like: cells, encode, layer_input, "
+                    "layer_output, decode, initial_states), a cell (initial_state, stability_state, "
+                    "with_stability_state), nor an FFN (layers, layer_forward, out)")
+
+
+def _rebuild(state_type: type, pieces: Sequence[Tensor]) -> Any:
+    """One sample's state pieces -> a batch-of-one state."""
+    return state_type(*[p[None] for p in pieces])
+
+
+def _time_fn(cell: nn.Module, state_type: type) -> Callable[..., Tensor]:
+    def fn(s: Tensor, inp: Tensor, *pieces: Tensor) -> Tensor:
+        state = cell.with_stability_state(_rebuild(state_type, pieces), s[None])
+        return cell.stability_state(cell(inp[None], state)[1])[0]
+    return fn
+
+
+def _from_input_fn(stack: Any, l: int, cell: nn.Module, state_type: type,
+                   pre: Callable[[Tensor], Tensor] | None = None) -> Callable[..., Tensor]:
+    """``u -> s[t,l]`` where ``u`` is what layer ``l`` receives from below (or, with ``pre``, the raw input)."""
+    def fn(u: Tensor, *pieces: Tensor) -> Tensor:
+        h = u[None] if pre is None else pre(u[None])
+        out = cell(stack.layer_input(l, h), _rebuild(state_type, pieces))
+        return cell.stability_state(out[1])[0]
+    return fn
+
+
+def _depth_fn(stack: Any, l: int, below: nn.Module, below_type: type, n_below: int, cell: nn.Module,
+              state_type: type) -> Callable[..., Tensor]:
+    """``s[t,l-1] -> s[t,l]`` through the lower cell's ``output(state)``."""
+    def fn(s: Tensor, inp_below: Tensor, *pieces: Tensor) -> Tensor:
+        nb = below.with_stability_state(_rebuild(below_type, pieces[:n_below]), s[None])
+        h = stack.layer_output(l - 1, below.output(nb), inp_below[None])
+        out = cell(stack.layer_input(l, h), _rebuild(state_type, pieces[n_below:]))
+        return cell.stability_state(out[1])[0]
+    return fn
+
+
+def _decoder_fn(stack: Any, last: nn.Module, last_type: type, L: int) -> Callable[..., Tensor]:
+    def fn(s: Tensor, inp: Tensor, *pieces: Tensor) -> Tensor:
+        ns = last.with_stability_state(_rebuild(last_type, pieces), s[None])
+        return stack.decode(stack.layer_output(L - 1, last.output(ns), inp[None]))[0]
+    return fn
+
+
+@dataclass
+class StepResult:
+    """One time step of a stack: the transitions, the new states, the logits ``[B, C]`` (None without decoder),
+    and each layer's output passed up ``[B, out_l]``."""
+
+    transitions: list[Transition]
+    states: list[Any]
+    logits: Tensor | None
+    outputs: list[Tensor]
+
+
+def rnn_transitions(model: Any, x_t: Tensor, states: list[Any],
+                    families: Sequence[str] = FAMILIES) -> StepResult:
+    """One step of a stack on ``x_t [B, F]`` (or ``[B]`` token ids) from ``states``, with the transitions of
+    ``families`` at every layer. Take Jacobians in eval mode (dropout off): see :func:`eval_mode`."""
+    bad = set(families) - set(FAMILIES)
+    if bad:
+        raise ValueError(f"unknown transition families {sorted(bad)}; choose from {', '.join(FAMILIES)}")
+    stack = as_stack(model)
+    cells = list(stack.cells)
+    L = len(cells)
+    if len(states) != L:
+        raise ValueError(f"got {len(states)} layer states for a stack of {L} layers")
+    enc = stack.encode(x_t)
+    h = enc
+    inputs, new_states, outputs = [], [], []
+    for l, cell in enumerate(cells):
+        inp = stack.layer_input(l, h)
+        out, st = cell(inp, states[l])
+        h = stack.layer_output(l, out, inp)
+        inputs.append(inp)
+        new_states.append(st)
+        outputs.append(h)
+    decode = getattr(stack, "decode", None)
+    logits = decode(h) if decode is not None else None
+
+    sdim = [int(c.stability_state(st).shape[-1]) for c, st in zip(cells, new_states, strict=True)]
+    trs: list[Transition] = []
+    for l, cell in enumerate(cells):
+        stype = type(states[l])
+        if "encoder" in families and l == 0:
+            if isinstance(getattr(stack, "encoder", None), nn.Embedding) or not x_t.is_floating_point():
+                trs.append(Transition("encoder", 0, _from_input_fn(stack, 0, cell, stype), enc, tuple(states[0]),
+                                      sdim[0]))
+            else:
+                trs.append(Transition("encoder", 0, _from_input_fn(stack, 0, cell, stype, pre=stack.encode), x_t,
+                                      tuple(states[0]), sdim[0]))
+        if "depth" in families and l > 0:
+            below = cells[l - 1]
+            if callable(getattr(below, "output", None)):
+                fn = _depth_fn(stack, l, below, type(new_states[l - 1]), len(new_states[l - 1]), cell, stype)
+                trs.append(Transition("depth", l, fn, below.stability_state(new_states[l - 1]),
+                                      (inputs[l - 1], *new_states[l - 1], *states[l]), sdim[l]))
+            else:
+                trs.append(Transition("depth", l, _from_input_fn(stack, l, cell, stype), outputs[l - 1],
+                                      tuple(states[l]), sdim[l]))
+        if "time" in families:
+            trs.append(Transition("time", l, _time_fn(cell, stype), cell.stability_state(states[l]),
+                                  (inputs[l], *states[l]), sdim[l]))
+    if "decoder" in families and decode is not None:
+        last = cells[-1]
+        if callable(getattr(last, "output", None)):
+            trs.append(Transition("decoder", L - 1, _decoder_fn(stack, last, type(new_states[-1]), L),
+                                  last.stability_state(new_states[-1]), (inputs[-1], *new_states[-1]),
+                                  logits.shape[-1]))
+        else:
+            trs.append(Transition("decoder", L - 1, lambda u: decode(u[None])[0], outputs[-1],
+                                  out_size=logits.shape[-1]))
+    return StepResult(trs, new_states, logits, outputs)
+
+
+def ffn_transitions(model: Any, x: Tensor, families: Sequence[str] = FAMILIES,
+                    layers: Sequence[int] | None = None) -> list[Transition]:
+    """Transitions of a deep FFN on ``x [B, F]`` (or ``[B, T, F]``, flattened): ``encoder`` = first layer
+    (input -> h_0, layer 0), ``depth`` = h_{l-1} -> h_l (layers 1..depth-1), ``decoder`` = h_last -> logits.
+    ``layers`` restricts the depth family to those layer indices (the rest of the net is still run)."""
+    bad = set(families) - set(FAMILIES)
+    if bad:
+        raise ValueError(f"unknown transition families {sorted(bad)}; choose from {', '.join(FAMILIES)}")
+    h0 = model.flatten(x) if callable(getattr(model, "flatten", None)) else x
+    hs = [h0]
+    for l in range(len(model.layers)):
+        hs.append(model.layer_forward(l, hs[-1]))
+    trs = []
+    if "encoder" in families:
+        trs.append(Transition("encoder", 0, _ffn_layer_fn(model, 0), h0, out_size=hs[1].shape[-1]))
+    if "depth" in families:
+        chosen = range(1, len(model.layers)) if layers is None else layers
+        for l in chosen:
+            trs.append(Transition("depth", l, _ffn_layer_fn(model, l), hs[l], out_size=hs[l + 1].shape[-1]))
+    if "decoder" in families:
+        out = model.out
+        trs.append(Transition("decoder", len(model.layers) - 1, lambda h: out(h[None])[0], hs[-1],
+                              out_size=out.out_features if hasattr(out, "out_features") else None))
+    return trs
+
+
+def _ffn_layer_fn(model: Any, l: int) -> Callable[[Tensor], Tensor]:
+    return lambda h: model.layer_forward(l, h[None])[0]
+
+
+def layer_counts(model: Any) -> dict[str, int]:
+    """How many transitions of each family the model has (the length of each report list)."""
+    if is_ffn(model):
+        return {"time": 0, "depth": len(model.layers) - 1, "encoder": 1, "decoder": 1}
+    stack = as_stack(model)
+    L = len(stack.cells)
+    return {"time": L, "depth": L - 1, "encoder": 1, "decoder": 1 if getattr(stack, "decode", None) else 0}
+
+
+def report_index(model: Any, family: str, layer: int) -> int:
+    """Position of a transition in its family's per-layer list (depth of a stack starts at layer 1)."""
+    if family == "depth":
+        return layer - 1
+    if family in ("encoder", "decoder"):
+        return 0
+    return layer
+
+
+__all__ = [
+    "STACK_METHODS",
+    "CellStack",
+    "StepResult",
+    "as_stack",
+    "ffn_transitions",
+    "is_cell",
+    "is_ffn",
+    "layer_counts",
+    "report_index",
+    "rnn_transitions",
+]

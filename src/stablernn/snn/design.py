@@ -1,0 +1,286 @@
+"""Apply the stability conditions to LIF/ALIF layers: the Condition I+II initializer and the full design.
+
+:func:`stability_design` reads a cell and the statistics of its input and returns a :class:`Design`: recurrent
+weights drawn by Conditions I+II, the SG dampening γ from Condition III, and the sharpness s from Condition IV (or the
+tail q of q-PseudoSpike), each with its report. It does not touch the cell; :meth:`Design.apply_` does.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..surrogate import ALIASES, SpikeFunction, get, names, shape_of
+from .conditions import (
+    ConditionReport,
+    LayerParams,
+    NoRoot,
+    TaskStats,
+    condition_i,
+    condition_ii,
+    condition_iii,
+    condition_iv,
+    fit_tail,
+)
+
+CONDITIONS: tuple[str, ...] = ("I", "II", "III", "IV", "tail")
+
+
+def is_spiking(cell: nn.Module) -> bool:
+    """Whether a cell is a LIF/ALIF layer the conditions apply to (has recurrent and input weights, a bias, a
+    threshold and a decay)."""
+    return all(hasattr(cell, a) for a in ("weight_hh", "weight_ih", "bias", "threshold", "decay", "rec_mask",
+                                            "reset", "spike"))
+
+
+def draw_recurrent(mask: Tensor, mean: Tensor | float, var: Tensor | float, *,
+                   generator: torch.Generator | None = None, as_in_code: bool = False) -> Tensor:
+    """Recurrent weights ``[n, n]`` (post, pre): row j uniform with mean ``mean[j]`` and variance ``var[j]``,
+    zero where ``mask`` is 0.
+
+    ``as_in_code=True`` reproduces the authors' Condition II init, whose realised variance is ``√var / n`` instead of
+    ``var`` (spec §7.3; only to reproduce their figures).
+    """
+    n = mask.shape[0]
+    mean_t = torch.as_tensor(mean, dtype=torch.float64).expand(n)
+    var_t = torch.as_tensor(var, dtype=torch.float64).expand(n)
+    if torch.any(var_t < 0) or not torch.all(torch.isfinite(var_t)) or not torch.all(torch.isfinite(mean_t)):
+        raise ValueError(f"recurrent weight variance must be finite and >= 0 (got min {var_t.min().item():g}) and "
+                         f"the mean finite")
+    if as_in_code:
+        var_t = var_t.sqrt() / n
+    u = torch.rand(n, n, generator=generator, dtype=torch.float64) * 2.0 - 1.0  # U(-1, 1): variance 1/3
+    w = mean_t[:, None] + u * torch.sqrt(3.0 * var_t)[:, None]
+    return w * mask.to(torch.float64)
+
+
+def init_recurrent_(cell: nn.Module, mean: Tensor | float, var: Tensor | float, *,
+                    generator: torch.Generator | None = None, as_in_code: bool = False) -> Tensor:
+    """Overwrite ``cell.weight_hh`` with :func:`draw_recurrent` (respecting ``cell.rec_mask``); returns it."""
+    w = draw_recurrent(cell.rec_mask, mean, var, generator=generator, as_in_code=as_in_code)
+    with torch.no_grad():
+        cell.weight_hh.copy_(w.to(cell.weight_hh.dtype))
+    return cell.weight_hh
+
+
+def init_conditions_(cell: nn.Module, stats: TaskStats, *, rate: float = 0.5, use_ii: bool = True,
+                     generator: torch.Generator | None = None,
+                     as_in_code: bool = False) -> tuple[ConditionReport, ConditionReport | None]:
+    """Initialise ``cell.weight_hh`` by Condition I (mean) and, with ``use_ii``, Condition II (variance, from the
+    input statistics ``stats``); without II the current weights' variance is kept. Returns the reports."""
+    p = LayerParams.from_cell(cell, rate)
+    r1 = condition_i(p, rate)
+    r2 = condition_ii(p, stats, r1.value) if use_ii else None
+    var = r2.value if r2 is not None else _masked_var(p)
+    init_recurrent_(cell, r1.value, var, generator=generator, as_in_code=as_in_code)
+    return r1, r2
+
+
+def _masked_var(p: LayerParams) -> Tensor:
+    vals = p.weight_hh[p.mask > 0]
+    return vals.var(unbiased=False) if vals.numel() > 1 else torch.zeros((), dtype=torch.float64)
+
+
+@dataclass
+class DesignConfig:
+    """Which conditions to apply and how.
+
+    Attributes:
+        shape: SG shape whose sharpness Condition IV solves (any of :func:`stablernn.surrogate.names`'s shapes);
+            with ``q_pseudospike`` and ``"tail"`` in ``conditions`` the tail q is fitted instead.
+        conditions: subset of ``I, II, III, IV, tail``.
+        rate: assumed firing probability of the mean-field model (the code: 1/2).
+        dampening, sharpness, tail: used where the corresponding condition is not applied.
+        per_neuron_dampening: Condition III per neuron (spec type c) or its mean (type d).
+        per_neuron_sharpness: Condition IV per neuron (type a, done right) or one s for the layer.
+        sharpness_bounds: search range of Condition IV; with no root in it the closest bound is used and reported.
+        tail_bounds: search range of q.
+        on_no_root: ``clip`` (use the bound, report it) or ``raise``.
+        as_in_code_variance: realise Condition II's variance as the authors' code did (spec §7.3).
+        cross_term: include −2δϑ'E[f] in the Condition IV gain (see ``expected_sq_gain``).
+    """
+
+    shape: str = "fast_sigmoid"
+    conditions: tuple[str, ...] = ("I", "II", "III", "IV")
+    rate: float = 0.5
+    dampening: float = 1.0
+    sharpness: float = 1.0
+    tail: float | None = None
+    per_neuron_dampening: bool = True
+    per_neuron_sharpness: bool = False
+    sharpness_bounds: tuple[float, float] = (0.1, 10.0)
+    tail_bounds: tuple[float, float] = (1.01, 101.0)
+    on_no_root: NoRoot = "clip"
+    as_in_code_variance: bool = False
+    cross_term: bool = False
+
+    def __post_init__(self) -> None:
+        unknown = set(self.conditions) - set(CONDITIONS)
+        if unknown:
+            raise ValueError(f"unknown condition(s) {sorted(unknown)}; choose from {', '.join(CONDITIONS)}")
+        if self.shape not in names():
+            raise ValueError(f"unknown surrogate {self.shape!r}; choose one of {', '.join(names())}")
+        if "tail" in self.conditions and shape_of(self.shape).name != "q_pseudospike":
+            raise ValueError("the tail condition fits q of the q_pseudospike shape; set shape='q_pseudospike'")
+        if "II" in self.conditions and "I" not in self.conditions:
+            raise ValueError("Condition II sets the variance around Condition I's mean; include 'I' as well")
+
+
+@dataclass
+class Design:
+    """A designed LIF/ALIF layer: its SG and (if Conditions I/II were applied) its recurrent weights.
+
+    Attributes:
+        shape: SG shape name; ``dampening`` / ``sharpness``: per-neuron ``[n]`` or scalar tensors; ``tail``: q.
+        weight_hh: the recurrent weights ``[n, n]`` (post, pre) drawn by Conditions I+II, or None.
+        reports: one :class:`ConditionReport` per applied condition.
+    """
+
+    shape: str
+    dampening: Tensor
+    sharpness: Tensor
+    tail: float | None
+    weight_hh: Tensor | None
+    reports: list[ConditionReport] = field(default_factory=list)
+
+    def spike(self) -> SpikeFunction:
+        """The designed spike function (per-neuron γ/s broadcast over the last axis)."""
+        dt = torch.get_default_dtype()
+        return get(self.shape, self.dampening.to(dt), self.sharpness.to(dt), self.tail)
+
+    def apply_(self, cell: nn.Module) -> nn.Module:
+        """Write the design into ``cell`` (recurrent weights, spike function); returns the cell."""
+        if self.weight_hh is not None:
+            if self.weight_hh.shape != cell.weight_hh.shape:
+                raise ValueError(f"design is for {list(self.weight_hh.shape)} recurrent weights, cell has "
+                                 f"{list(cell.weight_hh.shape)}")
+            with torch.no_grad():
+                cell.weight_hh.copy_(self.weight_hh.to(cell.weight_hh.dtype) * cell.rec_mask)
+        spike = self.spike().to(cell.weight_ih.device)
+        cell.spike = spike
+        return cell
+
+    def report(self, condition: str) -> ConditionReport | None:
+        return next((r for r in self.reports if r.condition == condition), None)
+
+    def summary(self) -> str:
+        lines = [f"SG {self.shape}: γ {_mean(self.dampening)}, s {_mean(self.sharpness)}"
+                 + (f", q {self.tail:.4g}" if self.tail is not None else "")]
+        lines += [r.summary() for r in self.reports]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"shape": self.shape, "dampening_mean": float(self.dampening.mean()),
+                "sharpness_mean": float(self.sharpness.mean()), "tail": self.tail,
+                "per_neuron_dampening": self.dampening.dim() > 0, "per_neuron_sharpness": self.sharpness.dim() > 0,
+                "weights_from_conditions": self.weight_hh is not None,
+                "reports": [r.to_dict() for r in self.reports]}
+
+
+def _mean(t: Tensor) -> str:
+    return f"{t.item():.4g}" if t.dim() == 0 else f"{t.mean().item():.4g} (per neuron, sd {t.std().item():.2g})"
+
+
+def stability_design(cell: nn.Module, task_stats: TaskStats, config: DesignConfig | None = None, *,
+                     generator: torch.Generator | None = None) -> Design:
+    """Design one LIF/ALIF layer from the stability conditions (spec §4), without modifying ``cell``.
+
+    Order, as in the papers' ``build``: Conditions I+II draw the recurrent weights; Conditions III and IV (or the
+    tail fit) are then evaluated on those weights. ``task_stats`` are the statistics of this layer's input
+    (:meth:`TaskStats.spikes` for layers fed by spikes).
+    """
+    cfg = config or DesignConfig()
+    if not is_spiking(cell):
+        raise ValueError(f"stability_design needs a LIF/ALIF cell, got {type(cell).__name__}")
+    if not getattr(cell, "recurrent", True) and set(cfg.conditions) & {"I", "II", "III"}:
+        raise ValueError("Conditions I-III read recurrent weights; this cell was built with recurrent=False")
+    conds, reports = set(cfg.conditions), []
+    p = LayerParams.from_cell(cell, cfg.rate)
+    weight = None
+    if "I" in conds:
+        r1 = condition_i(p, cfg.rate)
+        reports.append(r1)
+        if "II" in conds:
+            r2 = condition_ii(p, task_stats, r1.value)
+            reports.append(r2)
+            var = r2.value
+        else:
+            var = _masked_var(p)
+        weight = draw_recurrent(p.mask, r1.value, var, generator=generator, as_in_code=cfg.as_in_code_variance)
+        p = LayerParams.from_cell(cell, cfg.rate, weight_hh=weight)
+    shape = shape_of(cfg.shape).name  # an alias is designed as its underlying shape
+    base_gamma, base_sharp = float(cfg.dampening), float(cfg.sharpness)
+    if cfg.shape in ALIASES:  # an alias's own default scale where a condition does not set it
+        base_gamma, base_sharp = ALIASES[cfg.shape].scale(ALIASES[cfg.shape].default)
+    if "III" in conds:
+        r3 = condition_iii(p)
+        reports.append(r3)
+        gamma = r3.value if cfg.per_neuron_dampening else r3.value.mean()
+    else:
+        gamma = torch.tensor(base_gamma, dtype=torch.float64)
+    sharp = torch.tensor(base_sharp, dtype=torch.float64)
+    tail = cfg.tail
+    if "tail" in conds:
+        rt = fit_tail(p, gamma.expand(p.n), sharp.expand(p.n), rate=cfg.rate, bounds=cfg.tail_bounds,
+                      on_no_root=cfg.on_no_root, cross_term=cfg.cross_term)
+        reports.append(rt)
+        tail = float(rt.value.mean())
+    if "IV" in conds:
+        r4 = condition_iv(p, shape, gamma.expand(p.n), tail, rate=cfg.rate, per_neuron=cfg.per_neuron_sharpness,
+                          bounds=cfg.sharpness_bounds, on_no_root=cfg.on_no_root, cross_term=cfg.cross_term)
+        reports.append(r4)
+        sharp = r4.value if cfg.per_neuron_sharpness else r4.value[0]
+    if shape == "q_pseudospike" and tail is None:
+        tail = shape_of(shape).default_tail
+    if tail is not None and not math.isfinite(tail):
+        raise ValueError(f"designed tail q is not finite ({tail})")
+    return Design(shape, gamma, sharp, tail if shape == "q_pseudospike" else None, weight, reports)
+
+
+def design_model(model: nn.Module, task_stats: TaskStats, config: DesignConfig | None = None, *,
+                 seed: int = 0) -> list[Design | None]:
+    """:func:`stability_design` for every spiking layer of a ``DeepRNN`` (None for other layers): the first layer
+    with ``task_stats`` (the statistics of what it receives, i.e. after the encoder), deeper ones with
+    Bernoulli(rate) spikes. Does not modify the model; see :func:`apply_design_`."""
+    cfg = config or DesignConfig()
+    cells = getattr(model, "cells", None)
+    if cells is None:
+        raise ValueError("design_model needs a model with .cells (a DeepRNN)")
+    gen = torch.Generator().manual_seed(seed)
+    designs: list[Design | None] = []
+    for l, cell in enumerate(cells):
+        if not is_spiking(cell):
+            designs.append(None)
+            continue
+        stats = task_stats if l == 0 else TaskStats.spikes(cfg.rate)
+        designs.append(stability_design(cell, stats, cfg, generator=gen))
+    if all(d is None for d in designs):
+        raise ValueError("the model has no LIF/ALIF layer to design")
+    return designs
+
+
+def apply_design_(model: nn.Module, designs: list[Design | None]) -> nn.Module:
+    """Write :func:`design_model`'s designs into the model's cells; returns the model."""
+    if len(designs) != len(model.cells):
+        raise ValueError(f"{len(designs)} designs for {len(model.cells)} layers")
+    for cell, d in zip(model.cells, designs, strict=True):
+        if d is not None:
+            d.apply_(cell)
+    return model
+
+
+__all__ = [
+    "CONDITIONS",
+    "Design",
+    "DesignConfig",
+    "apply_design_",
+    "design_model",
+    "draw_recurrent",
+    "init_conditions_",
+    "init_recurrent_",
+    "is_spiking",
+    "stability_design",
+]

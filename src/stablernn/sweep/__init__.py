@@ -1,0 +1,48 @@
+"""Grids of runs (locally, in worker processes or on a Ray cluster) and reports with tables and figures."""
+from .report import (
+    SweepTable,
+    aggregate,
+    load_sweep,
+    markdown_table,
+    mean_sd,
+    plot_bars,
+    plot_lines,
+    plot_radii,
+    predict,
+    write_report,
+)
+from .runner import (
+    SweepResult,
+    SweepRun,
+    SweepSpec,
+    execute_run,
+    expand,
+    load_spec,
+    parse_spec,
+    plan,
+    run_status,
+    run_sweep,
+)
+
+__all__ = [
+    "SweepResult",
+    "SweepRun",
+    "SweepSpec",
+    "SweepTable",
+    "aggregate",
+    "execute_run",
+    "expand",
+    "load_spec",
+    "load_sweep",
+    "markdown_table",
+    "mean_sd",
+    "parse_spec",
+    "plan",
+    "plot_bars",
+    "plot_lines",
+    "plot_radii",
+    "predict",
+    "run_status",
+    "run_sweep",
+    "write_report",
+]
