@@ -1,4 +1,4 @@
-"""LSC pre-training (paper A, arXiv:2212.09480): transitions of a model, their radii (dense and matrix-free), the
+"""LSC pre-training (paper A, arXiv:2308.12075): transitions of a model, their radii (dense and matrix-free), the
 pre-training loop and its report, and the depth x time path theory. See docs/lsc.md."""
 from .config import FAMILIES, LSCConfig
 from .measures import Transition, transition_measure

@@ -1,4 +1,4 @@
-"""The transitions of a model at one step (paper A, arXiv:2212.09480, §2): time ``s[t-1,l] -> s[t,l]``, depth
+"""The transitions of a model at one step (paper A, arXiv:2308.12075, §2): time ``s[t-1,l] -> s[t,l]``, depth
 ``s[t,l-1] -> s[t,l]``, encoder ``x[t] -> s[t,1]`` and decoder ``s[t,L] -> logits[t]`` of a stack, and
 encoder / depth / decoder of an ``FFN``; each a :class:`~stablernn.lsc.measures.Transition` the measures take.
 """

@@ -1,4 +1,4 @@
-"""Stable surrogate gradients for spiking layers (paper B, arXiv:2311.04186): task statistics, Conditions I-IV and
+"""Stable surrogate gradients for spiking layers (paper B, arXiv:2202.00282): task statistics, Conditions I-IV and
 the tail fit, their solvers, the stability design, fluctuation-driven init, and firing-rate control. See
 docs/surrogates.md."""
 from .conditions import TaskStats
