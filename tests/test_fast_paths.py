@@ -11,13 +11,9 @@ from stablernn import surrogate
 from stablernn.cells import ALIFCell, GRUCell, LIFCell, LRUCell, LSTMCell, ResLRUCell
 from stablernn.cells.base import run_steps
 from stablernn.cells.fast_gated import gru_cell_sequence, gru_sequence, lstm_cell_sequence, lstm_sequence
-from stablernn.cells.fast_spiking import (
-    SpikingOptions,
-    fast_path_supported,
-    spiking_cell_sequence,
-    spiking_sequence,
-)
+from stablernn.cells.fast_spiking import SpikingOptions, spiking_sequence
 from stablernn.cells.scan import diagonal_recurrence, diagonal_scan, lru_cell_sequence, lru_sequence
+from stablernn.cells.spiking import fast_path_supported, spiking_cell_sequence
 from stablernn.models import DeepRNN
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -18,7 +18,7 @@ from .snn.conditions import TaskStats
 from .snn.design import DesignConfig, apply_design_, design_model, stability_design
 from .snn.fluctuation_init import fluctuation_init_
 from .sweep import SweepSpec, load_spec, load_sweep, run_sweep, write_report
-from .train import RunConfig, TrainConfig, fit
+from .train import LoadedRun, RunConfig, TrainConfig, fit, load_run
 
 __version__ = "0.1.0"
 
@@ -37,6 +37,7 @@ __all__ = [
     "LSCConfig",
     "LSCReport",
     "LSTMCell",
+    "LoadedRun",
     "ModelConfig",
     "ResLRUCell",
     "RunConfig",
@@ -54,6 +55,7 @@ __all__ = [
     "fluctuation_init_",
     "gradient_grid",
     "information_processing_capacity",
+    "load_run",
     "load_spec",
     "load_sweep",
     "load_task",

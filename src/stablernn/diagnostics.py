@@ -3,7 +3,7 @@
 - :func:`radii_over_time`: the batch-mean radius of every transition family at every layer, at each measured time
   step of a batch ``x [B, T, F]`` (states carried from zero);
 - :func:`gradient_grid`: ``|dL/ds[t, l]|`` for every layer ``l`` and step ``t``, the gradient that reaches each node
-  of the depth x time grid of spec §1.1 (per-sample norms, averaged over the batch);
+  of the depth x time grid (paper A, arXiv:2308.12075, §2) (per-sample norms, averaged over the batch);
 - :func:`firing_rates`: mean spike output of every spiking layer;
 - :func:`plot_gradient_grid`, :func:`plot_radii_over_time`: the figures ``stablernn diagnose`` writes.
 """
@@ -18,10 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .cells.base import HasOutput, is_spiking
 from .figures import save_figure
-from .lsc.radii import RadiiTrace
-from .lsc.transitions import as_stack, is_ffn
-from .models import eval_mode
+from .lsc.radii import RadiiTrace, batch_x, measured_steps, radii_over_time
+from .lsc.transitions import is_ffn
+from .models import as_stack, detach_states, eval_mode, param_dtype
 
 
 # --- gradient grid ------------------------------------------------------------------------------------------------
@@ -59,6 +60,7 @@ def gradient_grid(model: Any, x: Tensor, y: Tensor,
     through (the next step, and the output passed up when the cell has ``output(state)``). Dropout off.
     """
     loss_fn = loss_fn or default_sequence_loss
+    model = model if is_ffn(model) else as_stack(model)
     with torch.enable_grad(), eval_mode(model):
         if is_ffn(model):
             hs = [model.flatten(x)]
@@ -68,35 +70,35 @@ def gradient_grid(model: Any, x: Tensor, y: Tensor,
             grads = torch.autograd.grad(loss.sum(), hs[1:], allow_unused=True)
             norms = torch.tensor([[_norm(g) for g in grads]])
             return GradientGrid(norms, ["output"] * len(model.layers), float(loss.detach().mean()))
-        stack = as_stack(model)
+        stack = model
+        if not stack.has_readout:
+            raise ValueError("gradient_grid needs a model with a readout; wrap the cell in a DeepRNN")
         cells = list(stack.cells)
-        ref = next((p for p in model.parameters()), None) if hasattr(model, "parameters") else None
-        dtype = ref.dtype if ref is not None else None
-        states = stack.initial_states(x.shape[0], device=x.device, dtype=dtype)
-        has_out = [callable(getattr(c, "output", None)) for c in cells]
+        has_out = [isinstance(c, HasOutput) for c in cells]
+        states = stack.initial_states(x.shape[0], device=x.device, dtype=param_dtype(stack))
+        row: list[Tensor] = []
+
+        def node(l: int, inp: Tensor, out: Tensor, st: Any) -> tuple[Tensor, Any]:
+            # re-route the state through s[t, l] so every later use (next step, output passed up) goes through it
+            if has_out[l]:
+                s = cells[l].stability_state(st)
+                st = cells[l].with_stability_state(st, s)
+                out = cells[l].output(st)
+                row.append(s)
+            else:
+                row.append(out)
+            return out, st
+
         nodes: list[list[Tensor]] = []
         logits = []
         for x_t in x.unbind(1):
-            h = stack.encode(x_t)
             row = []
-            for l, cell in enumerate(cells):
-                inp = stack.layer_input(l, h)
-                out, st = cell(inp, states[l])
-                if has_out[l]:
-                    s = cell.stability_state(st)
-                    st = cell.with_stability_state(st, s)
-                    out = cell.output(st)
-                    row.append(s)
-                else:
-                    row.append(out)
-                h = stack.layer_output(l, out, inp)
-                states[l] = st
+            step = stack.step(x_t, states, hook=node)
+            states = step.states
             nodes.append(row)
-            if getattr(stack, "decode", None) is None:
-                raise ValueError("gradient_grid needs a model with a readout (decode); wrap the cell in a DeepRNN")
-            logits.append(stack.decode(h))
+            logits.append(step.logits)
         loss = loss_fn(torch.stack(logits, 1), y)
-        flat = [n for row in nodes for n in row]
+        flat = [n for r in nodes for n in r]
         # autograd.grad w.r.t. the nodes only: the parameters' .grad is left as it was
         grads = torch.autograd.grad(loss.sum(), flat, allow_unused=True)
         L = len(cells)
@@ -110,30 +112,23 @@ def _norm(g: Tensor | None) -> float:
 
 
 # --- firing rates -------------------------------------------------------------------------------------------------
-def is_spiking(cell: Any) -> bool:
-    """A spiking layer: has a spike function and a threshold (LIF, ALIF and cells built like them)."""
-    return hasattr(cell, "spike") and hasattr(cell, "threshold")
-
-
 def firing_rates(model: Any, x: Tensor) -> list[float | None]:
     """Mean spike output of each layer over ``x [B, T, F]`` (``None`` for non-spiking layers); dropout off."""
     stack = as_stack(model)
-    cells = list(stack.cells)
-    spiking = [is_spiking(c) for c in cells]
-    with torch.no_grad(), eval_mode(model):
-        ref = next((p for p in model.parameters()), None) if hasattr(model, "parameters") else None
-        states = stack.initial_states(x.shape[0], device=x.device, dtype=ref.dtype if ref is not None else None)
-        sums = [0.0] * len(cells)
+    spiking = [is_spiking(c) for c in stack.cells]
+    sums = [0.0] * len(spiking)
+
+    def count(l: int, inp: Tensor, out: Tensor, st: Any) -> tuple[Tensor, Any]:
+        if spiking[l]:
+            sums[l] += float(out.float().mean())
+        return out, st
+
+    with torch.no_grad(), eval_mode(stack):
+        states = stack.initial_states(x.shape[0], device=x.device, dtype=param_dtype(stack))
         for x_t in x.unbind(1):
-            h = stack.encode(x_t)
-            for l, cell in enumerate(cells):
-                inp = stack.layer_input(l, h)
-                out, states[l] = cell(inp, states[l])
-                if spiking[l]:
-                    sums[l] += float(out.float().mean())
-                h = stack.layer_output(l, out, inp)
+            states = stack.step(x_t, states, hook=count, decode=False).states
     T = max(1, x.shape[1])
-    return [sums[l] / T if spiking[l] else None for l in range(len(cells))]
+    return [sums[l] / T if spiking[l] else None for l in range(len(spiking))]
 
 
 # --- figures ------------------------------------------------------------------------------------------------------
@@ -187,10 +182,15 @@ def plot_radii_over_time(trace: RadiiTrace, path: str | Path, targets: dict[str,
 
 __all__ = [
     "GradientGrid",
+    "RadiiTrace",
+    "batch_x",
     "default_sequence_loss",
+    "detach_states",
     "firing_rates",
     "gradient_grid",
     "is_spiking",
+    "measured_steps",
     "plot_gradient_grid",
     "plot_radii_over_time",
+    "radii_over_time",
 ]

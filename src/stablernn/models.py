@@ -17,12 +17,24 @@ from torch import Tensor, nn
 
 from .cells import ALIFCell, ElmanCell, GRUCell, LIFCell, LRUCell, LSTMCell, ResLRUCell
 from .cells import output_size as output_size_of
-from .cells.base import State
+from .cells.base import CellProtocol, SequenceFast, State, run_steps
 from .cells.rnn import activation_fn
 from .cells.spiking import default_tau_adapt
+from .data.base import TaskInfo
+from .snn.design import DesignConfig, apply_design_, design_model
+from .snn.stats import task_stats
 
 EncoderKind = Literal["auto", "identity", "linear", "embedding"]
-ReadoutKind = Literal["linear", "tied"]
+ReadoutKind = Literal["linear", "tied", "none"]
+LayerHook = Callable[[int, Tensor, Tensor, State], tuple[Tensor, State]]
+"""``hook(layer, input [B, in_l], cell output [B, out_l], new state) -> (output, state)``: what the stack uses from
+there on. The diagnostics use it to observe every layer of a step, or to re-route a state through a node."""
+
+
+class StepOutput(NamedTuple):
+    logits: Tensor | None  # [B, C]; None when decode=False or the stack has no readout
+    states: list[State]  # every layer's new state
+    outputs: list[Tensor]  # [B, out_l]: what each layer passes up (spikes for spiking layers, plus residual)
 
 
 class ModelOutput(NamedTuple):
@@ -41,8 +53,9 @@ class DeepRNN(nn.Module):
         output_size: classes / vocabulary / regression targets of the readout.
         encoder: ``identity`` (input fed as is), ``linear`` (a learned projection to the first cell's input size),
             ``embedding`` (token ids -> vectors).
-        readout: ``linear`` per step, or ``tied`` to the embedding (``logits = h E^T + b``; needs the last layer's
-            width to equal the embedding size).
+        readout: ``linear`` per step, ``tied`` to the embedding (``logits = h E^T + b``; needs the last layer's
+            width to equal the embedding size), or ``none`` (a stack of cells without readout: :func:`as_stack`
+            of a bare cell).
         residual: add each layer's input to its output where the widths match.
         dropout: dropout before every recurrent layer (the first included), as in the papers' code.
     """
@@ -53,6 +66,10 @@ class DeepRNN(nn.Module):
         super().__init__()
         if len(cells) == 0:
             raise ValueError("DeepRNN needs at least one cell")
+        for l, cell in enumerate(cells):
+            if not isinstance(cell, nn.Module):
+                raise TypeError(f"layer {l} ({type(cell).__name__}) is not an nn.Module; a cell must subclass "
+                                "torch.nn.Module (see stablernn.cells.base)")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.cells = nn.ModuleList(cells)
@@ -93,8 +110,10 @@ class DeepRNN(nn.Module):
                                  f"({self.encoder.embedding_dim}) and the output size to equal the vocabulary")
             self.readout = None
             self.readout_bias = nn.Parameter(torch.zeros(output_size))
+        elif readout == "none":
+            self.readout = None
         else:
-            raise ValueError(f"unknown readout {readout!r}; choose linear or tied")
+            raise ValueError(f"unknown readout {readout!r}; choose linear, tied or none")
 
     # --- pieces, so LSC and diagnostics can see every transition ---------------------------------------------
     def initial_states(self, batch_size: int, *, device: Any = None, dtype: Any = None) -> list[State]:
@@ -109,10 +128,16 @@ class DeepRNN(nn.Module):
             return self.encoder(x.long())
         return self.encoder(x)
 
+    @property
+    def has_readout(self) -> bool:
+        return self.readout_kind != "none"
+
     def decode(self, h: Tensor) -> Tensor:
         """Last layer's output -> logits, per step (``[..., out_L] -> [..., C]``)."""
-        if self.readout is None:
+        if self.readout_kind == "tied":
             return F.linear(h, self.encoder.weight, self.readout_bias)
+        if self.readout is None:
+            raise ValueError("this stack has no readout (readout='none'); build it with readout='linear' to decode")
         return self.readout(h)
 
     def layer_input(self, l: int, inp: Tensor) -> Tensor:
@@ -125,18 +150,29 @@ class DeepRNN(nn.Module):
             return out + inp
         return out
 
-    def step(self, x_t: Tensor, states: list[State]) -> tuple[Tensor, list[State], list[Tensor]]:
-        """One time step through every layer: ``x_t [B, F]`` (or ``[B]`` ids) ->
-        ``(logits_t [B, C], new states, per-layer outputs [B, out_l])``."""
+    def step(self, x_t: Tensor, states: list[State], *, hook: LayerHook | None = None,
+             decode: bool = True) -> StepOutput:
+        """One time step through every layer: ``x_t [B, F]`` (or ``[B]`` ids) -> ``(logits_t [B, C], new states,
+        per-layer outputs [B, out_l])``.
+
+        The only code that steps a stack: LSC's transitions, the radii, the gradient grid, firing rates, Lyapunov
+        spectra and memory capacity all come through here. ``hook`` sees each layer's step (see :data:`LayerHook`);
+        ``decode=False`` skips the readout (``logits`` is then None).
+        """
+        if len(states) != len(self.cells):
+            raise ValueError(f"got {len(states)} layer states for a stack of {len(self.cells)} layers")
         h = self.encode(x_t)
         new_states, outs = [], []
         for l, cell in enumerate(self.cells):
             inp = self.layer_input(l, h)
             out, st = cell(inp, states[l])
+            if hook is not None:
+                out, st = hook(l, inp, out, st)
             h = self.layer_output(l, out, inp)
             new_states.append(st)
             outs.append(h)
-        return self.decode(h), new_states, outs
+        logits = self.decode(h) if decode and self.has_readout else None
+        return StepOutput(logits, new_states, outs)
 
     # --- whole sequences --------------------------------------------------------------------------------------
     def run(self, x: Tensor, states: list[State] | None = None) -> ModelOutput:
@@ -155,17 +191,15 @@ class DeepRNN(nn.Module):
         new_states, layer_outputs = [], []
         for l, cell in enumerate(self.cells):
             inp = self.layer_input(l, h)
-            seq = getattr(cell, "forward_sequence", None)
-            if seq is not None:
-                out, st = seq(inp, states[l])
+            if isinstance(cell, SequenceFast):
+                out, st = cell.forward_sequence(inp, states[l])
             else:
-                from .cells.base import run_steps
-
                 out, st = run_steps(cell, inp, states[l])
             h = self.layer_output(l, out, inp)
             new_states.append(st)
             layer_outputs.append(h)
-        return ModelOutput(self.decode(h), new_states, layer_outputs)
+        logits = self.decode(h) if self.has_readout else h
+        return ModelOutput(logits, new_states, layer_outputs)
 
     def forward(self, x: Tensor, states: list[State] | None = None) -> Tensor:
         """``x [B, T, F]`` -> logits ``[B, T, C]``."""
@@ -352,9 +386,36 @@ def make_cell(cfg: ModelConfig, input_size: int, hidden_size: int, seq_len: int 
     raise ValueError(f"unknown cell {kind!r}; choose one of {', '.join(CELL_KINDS)}")
 
 
-def build_model(cfg: ModelConfig, *, input_size: int, output_size: int, seq_len: int = 100,
-                tokens: bool = False) -> nn.Module:
-    """The network ``cfg`` describes, for a task with ``input_size`` features (or vocabulary, if ``tokens``)."""
+def build_model(cfg: ModelConfig, task: TaskInfo | None = None, *, input_size: int | None = None,
+                output_size: int | None = None, seq_len: int | None = None, tokens: bool | None = None,
+                seed: int = 0) -> nn.Module:
+    """The one builder: the network ``cfg`` describes for ``task`` (its sizes, sequence length, input kind and input
+    statistics), with ``cfg.conditions`` applied to its spiking layers (paper B, arXiv:2202.00282, Conditions
+    I-IV and the tail fit; the first layer reads :func:`stablernn.snn.stats.task_stats`, the condition draws use
+    ``seed``). Everything that makes a network from a config (``train``, ``diagnose --run``, ``dynamics --run``,
+    reports, ``load_run``) comes through here, so they all get the same network.
+
+    Without ``task``, give ``input_size`` and ``output_size`` (``seq_len`` defaults to 100, ``tokens`` to False);
+    conditions then need a ``task`` for the input statistics. Explicit sizes override the task's.
+    """
+    if task is None and (input_size is None or output_size is None):
+        raise ValueError("build_model needs a task (TaskInfo) or both input_size and output_size")
+    input_size = int(input_size if input_size is not None else task.input_size)
+    output_size = int(output_size if output_size is not None else task.output_size)
+    seq_len = int(seq_len if seq_len is not None else (task.seq_len if task is not None else 100))
+    tokens = bool(tokens if tokens is not None else (task is not None and task.input_kind == "tokens"))
+    model = _architecture(cfg, input_size, output_size, seq_len, tokens)
+    if cfg.conditions:
+        if task is None:
+            raise ValueError(f"conditions {list(cfg.conditions)} need the task's input statistics: pass the task "
+                             "(build_model(cfg, data.info))")
+        design = DesignConfig(shape=cfg.surrogate, conditions=tuple(cfg.conditions), dampening=cfg.dampening,
+                              sharpness=cfg.sharpness, tail=cfg.tail)
+        apply_design_(model, design_model(model, task_stats(task), design, seed=seed))
+    return model
+
+
+def _architecture(cfg: ModelConfig, input_size: int, output_size: int, seq_len: int, tokens: bool) -> nn.Module:
     if cfg.cell == "ffn":
         return FFN(cfg.layers, cfg.width, input_size=input_size * (seq_len if not tokens else 1),
                    output_size=output_size, activation=cfg.activation, init=cfg.init)  # type: ignore[arg-type]
@@ -399,3 +460,38 @@ def eval_mode(module: nn.Module) -> Iterator[None]:
 def detach_states(states: list[Any]) -> list[Any]:
     """States with every piece detached (carried between steps without backpropagating across them)."""
     return [type(s)(*[p.detach() for p in s]) for s in states]
+
+
+def param_dtype(module: Any, default: torch.dtype | None = None) -> torch.dtype | None:
+    """The dtype of a module's first parameter (``default`` for a module without parameters)."""
+    ref = next(iter(module.parameters()), None) if isinstance(module, nn.Module) else None
+    return ref.dtype if ref is not None else default
+
+
+# --- one view of anything steppable ----------------------------------------------------------------------------
+StackAdapter = tuple[Callable[[Any], bool], Callable[[Any], "DeepRNN"]]
+_STACK_ADAPTERS: list[StackAdapter] = []
+
+
+def register_stack_adapter(can_adapt: Callable[[Any], bool], adapt: Callable[[Any], DeepRNN]) -> None:
+    """Let :func:`as_stack` take other models (``stablernn.adapters`` registers torch.nn, snnTorch, Norse, ...):
+    a layer above this one plugs in without this module importing it."""
+    _STACK_ADAPTERS.append((can_adapt, adapt))
+
+
+def as_stack(model: Any) -> DeepRNN:
+    """The ``DeepRNN`` every stack consumer steps: a ``DeepRNN`` as is; a bare cell as a one-layer stack without
+    readout (sharing the cell's parameters); any other model through a registered adapter. Raises ``TypeError``
+    saying what is supported."""
+    if isinstance(model, DeepRNN):
+        return model
+    if isinstance(model, nn.Module) and isinstance(model, CellProtocol):
+        return DeepRNN([model], input_size=int(model.input_size), output_size=output_size_of(model),
+                       readout="none")
+    for can_adapt, adapt in _STACK_ADAPTERS:
+        if can_adapt(model):
+            return adapt(model)
+    raise TypeError(f"{type(model).__name__} is neither a stack of cells (DeepRNN), a cell (initial_state, forward, "
+                    "stability_state, with_stability_state, input_size, hidden_size; see stablernn.cells.base), an "
+                    "FFN, nor a model an adapter in stablernn.adapters recognises; check_cell(model) says what a cell "
+                    "lacks")

@@ -277,7 +277,10 @@ class SpikeFunction(torch.nn.Module):
             tail = self.shape.default_tail
         if self.shape.uses_tail and (tail is None or not tail > 1.0 or not math.isfinite(tail)):
             raise ValueError(f"surrogate {shape!r} needs a finite tail q > 1 (tail fatness), got {tail}")
-        self.tail = float(tail) if tail is not None else 0.0
+        # q as a buffer, so checkpoints and rebuilt runs carry the tail a fit chose; the float copy serves the closed
+        # forms without a device sync per step
+        self.register_buffer("tail_q", torch.tensor(float(tail) if tail is not None else 0.0, dtype=torch.float64))
+        self._tail = float(self.tail_q)
         if learnable not in (False, True, "dampening", "sharpness"):
             raise ValueError(f"learnable must be False, True, 'dampening' or 'sharpness', got {learnable!r}")
         damp, sharp = _scale_tensor(dampening), _scale_tensor(sharpness)
@@ -331,7 +334,23 @@ class SpikeFunction(torch.nn.Module):
                 "area": float((damp / sharp).mean()), "per_neuron": damp.dim() > 0 or sharp.dim() > 0,
                 "learnable": self.learnable}
 
+    @property
+    def tail(self) -> float:
+        """q of ``q_pseudospike`` (0 for shapes without a tail); kept in the buffer ``tail_q`` too."""
+        return self._tail
+
+    @tail.setter
+    def tail(self, q: float) -> None:
+        self._tail = float(q)
+        with torch.no_grad():
+            self.tail_q.fill_(self._tail)
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints written before the tail was saved keep the tail this module was built with
+        state_dict.setdefault(prefix + "tail_q", self.tail_q.detach().clone())
+        tail = float(state_dict[prefix + "tail_q"])
+        if self.shape.uses_tail and not (tail > 1.0 and math.isfinite(tail)):
+            raise ValueError(f"the state dict holds an invalid surrogate tail q = {tail} (must be finite and > 1)")
         # a scalar γ/s may be replaced by a per-neuron one (e.g. a stability design saved as a checkpoint)
         for name in ("dampening", "sharpness"):
             key = prefix + name
@@ -343,6 +362,7 @@ class SpikeFunction(torch.nn.Module):
                 else:
                     self.register_buffer(name, new)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._tail = float(self.tail_q)
 
     def extra_repr(self) -> str:
         tail = f", tail={self.tail}" if self.shape.uses_tail else ""

@@ -33,7 +33,8 @@ MIN_TIME_CONSTANT = 0.1
 
 @runtime_checkable
 class CellProtocol(Protocol):
-    """The structural type of a cell: what :func:`check_cell` verifies on a user's own cell."""
+    """The structural type of a cell (what every consumer calls): a user's cell needs no base class, only this.
+    :func:`check_cell` verifies it, keyword arguments included."""
 
     input_size: int
     hidden_size: int
@@ -45,6 +46,49 @@ class CellProtocol(Protocol):
     def stability_state(self, state: State) -> Tensor: ...
 
     def with_stability_state(self, state: State, s: Tensor) -> State: ...
+
+
+# --- optional capabilities: checked with isinstance, never with hasattr ---------------------------------------------
+@runtime_checkable
+class HasOutput(Protocol):
+    """The step's output as a function of the state, ``output(state) -> [B, output_size]``: depth and decoder
+    Jacobians then run from the stability state through it (e.g. through the spike and its surrogate gradient)."""
+
+    def output(self, state: State) -> Tensor: ...
+
+
+@runtime_checkable
+class ScalesTimeConstants(Protocol):
+    """``scale_time_constants(m, target=None)``: multiply the cell's fixed time constants by ``m`` in place (LSC's
+    leak rescaling; ``target`` is the time radius sought, so a cell can stop where shrinking would raise another
+    eigenvalue). Constants must live in parameters or buffers so snapshots and checkpoints carry them."""
+
+    def scale_time_constants(self, m: float, target: float | None = None) -> None: ...
+
+
+@runtime_checkable
+class SequenceFast(Protocol):
+    """``forward_sequence(x [B, T, in], state) -> (out [B, T, out], state)``: a whole-sequence path that matches the
+    step loop to float tolerance (fused kernels, parallel scans)."""
+
+    def forward_sequence(self, x: Tensor, state: State) -> tuple[Tensor, State]: ...
+
+
+@runtime_checkable
+class SpikingCell(Protocol):
+    """A spiking layer (LIF/ALIF and cells built like them): a spike function of ``v - threshold``, a per-neuron
+    ``bias`` (what the initial-rate fit moves), and ``decay`` (the membrane leak the conditions read)."""
+
+    spike: Any
+    threshold: Tensor
+    bias: Tensor
+    decay: Tensor
+
+
+def is_spiking(cell: Any) -> bool:
+    """The one test of "is this layer spiking?" (firing rates, rate control, the stability design, LSC's activity
+    guard all use it)."""
+    return isinstance(cell, SpikingCell)
 
 
 class Cell(nn.Module):
@@ -84,9 +128,14 @@ class Cell(nn.Module):
         return torch.zeros(batch_size, width, device=device, dtype=dtype)
 
 
+@runtime_checkable
+class _DeclaresOutputSize(Protocol):
+    output_size: int
+
+
 def output_size(cell: nn.Module) -> int:
     """A cell's output width (``output_size`` if it declares one, else ``hidden_size``)."""
-    return int(getattr(cell, "output_size", cell.hidden_size))
+    return int(cell.output_size if isinstance(cell, _DeclaresOutputSize) else cell.hidden_size)
 
 
 def run_steps(cell: nn.Module, x: Tensor, state: State) -> tuple[Tensor, State]:

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .spiking import RESETS
+from .resets import RESETS
 
 Derivative = Callable[[Tensor], Tensor]
 
@@ -301,39 +301,4 @@ def spiking_sequence(
     return out[0], out[1], None
 
 
-def fast_path_supported(cell: Any) -> bool:
-    """Whether ``cell`` (an LIFCell/ALIFCell) can use the fast path: its spike function is a
-    :class:`stablernn.surrogate.SpikeFunction` (a user's own callable has no known slope) and its step has not been
-    overridden by a subclass (the fast path would silently skip the change)."""
-    from ..surrogate import SpikeFunction
-    from .spiking import ALIFCell, LIFCell
-
-    if not isinstance(cell.spike, SpikeFunction):
-        return False
-    cls = type(cell)
-    base = ALIFCell if isinstance(cell, ALIFCell) else LIFCell
-    return all(getattr(cls, name) is getattr(base, name) for name in ("forward", "_step", "recurrent_weight"))
-
-
-def spiking_cell_sequence(cell: Any, x: Tensor, state: Any) -> tuple[Tensor, Any]:
-    """Run an LIFCell/ALIFCell over ``x [batch, time, input_size]`` through the fast path; returns
-    ``(z [batch, time, n], final state)`` equal to the step loop's."""
-    if x.dim() != 3 or x.shape[-1] != cell.input_size:
-        raise ValueError(f"{type(cell).__name__}.forward_sequence expects [batch, time, {cell.input_size}], got "
-                         f"{list(x.shape)}")
-    # Under autocast the projection may come back in half precision; the dynamics run in the cell's dtype.
-    currents = torch.nn.functional.linear(x, cell.weight_ih, cell.bias).to(cell.weight_hh.dtype)
-    rec = cell.recurrent_weight() if cell.recurrent else None
-    adaptive = bool(getattr(cell, "adaptive", False))
-    z, v, a = spiking_sequence(
-        currents, state.v, state.a if adaptive else None, state.z, weight_hh=rec, decay=cell.decay,
-        decay_a=cell.decay_a if adaptive else None, threshold=cell.threshold,
-        beta=cell.beta if adaptive else None, reset=cell.reset, detach_reset=cell.detach_reset,
-        derivative=cell.spike.derivative,
-        learnable_spike=cell.spike if getattr(cell.spike, "learnable", False) else None)
-    z_last = z[:, -1]
-    final = type(state)(v, a, z_last) if adaptive else type(state)(v, z_last)
-    return z, final
-
-
-__all__ = ["SpikingOptions", "fast_path_supported", "spiking_cell_sequence", "spiking_sequence"]
+__all__ = ["SpikingOptions", "spiking_sequence"]

@@ -17,17 +17,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..surrogate import SpikeFunction
 from .base import MIN_TIME_CONSTANT, Cell, check_input, split_state
+from .fast_spiking import spiking_sequence
 from .init import glorot_uniform_
+from .resets import RESETS, Reset
 
-Reset = Literal["subtract", "multiplicative", "mult_leak"]
-RESETS: tuple[str, ...] = ("subtract", "multiplicative", "mult_leak")
 SpikeFn = Callable[[Tensor], Tensor]
 
 
@@ -171,8 +172,9 @@ class LIFCell(Cell):
     def _step(self, x: Tensor, v: Tensor, a: Tensor | None, z: Tensor):
         return spiking_step(
             x, v, a, z, weight_ih=self.weight_ih, weight_hh=self.recurrent_weight(), bias=self.bias,
-            decay=self.decay, decay_a=getattr(self, "decay_a", None), threshold=self.threshold,
-            beta=getattr(self, "beta", None), reset=self.reset, detach_reset=self.detach_reset, spike=self.spike)
+            decay=self.decay, decay_a=self.decay_a if self.adaptive else None, threshold=self.threshold,
+            beta=self.beta if self.adaptive else None, reset=self.reset, detach_reset=self.detach_reset,
+            spike=self.spike)
 
     def forward(self, x: Tensor, state: LIFState) -> tuple[Tensor, LIFState]:
         check_input(self, x)
@@ -183,8 +185,6 @@ class LIFCell(Cell):
         """All steps, ``x [B, T, input_size] -> (z [B, T, n], final state)``: the fused path of
         ``fast_spiking.py`` when ``self.fast`` and the spike function allow it, else the step loop. Both give the
         same outputs, final state and gradients (double backward only through the step loop)."""
-        from .fast_spiking import fast_path_supported, spiking_cell_sequence  # local: it imports this module
-
         if self.fast and fast_path_supported(self):
             return spiking_cell_sequence(self, x, state)
         return super().forward_sequence(x, state)
@@ -267,6 +267,38 @@ def default_tau_adapt(seq_len: int) -> float:
     return max(1.0, seq_len / 2.0)
 
 
+def fast_path_supported(cell: Any) -> bool:
+    """Whether ``cell`` (an LIFCell/ALIFCell) can use the fast path: its spike function is a
+    :class:`stablernn.surrogate.SpikeFunction` (a user's own callable has no known slope) and its step has not been
+    overridden by a subclass (the fast path would silently skip the change)."""
+    if not isinstance(cell.spike, SpikeFunction):
+        return False
+    cls = type(cell)
+    base = ALIFCell if isinstance(cell, ALIFCell) else LIFCell
+    return cls.forward is base.forward and cls._step is base._step and cls.recurrent_weight is base.recurrent_weight
+
+
+def spiking_cell_sequence(cell: Any, x: Tensor, state: Any) -> tuple[Tensor, Any]:
+    """Run an LIFCell/ALIFCell over ``x [batch, time, input_size]`` through the fast path; returns
+    ``(z [batch, time, n], final state)`` equal to the step loop's."""
+    if x.dim() != 3 or x.shape[-1] != cell.input_size:
+        raise ValueError(f"{type(cell).__name__}.forward_sequence expects [batch, time, {cell.input_size}], got "
+                         f"{list(x.shape)}")
+    # Under autocast the projection may come back in half precision; the dynamics run in the cell's dtype.
+    currents = torch.nn.functional.linear(x, cell.weight_ih, cell.bias).to(cell.weight_hh.dtype)
+    rec = cell.recurrent_weight() if cell.recurrent else None
+    adaptive = isinstance(cell, ALIFCell)
+    z, v, a = spiking_sequence(
+        currents, state.v, state.a if adaptive else None, state.z, weight_hh=rec, decay=cell.decay,
+        decay_a=cell.decay_a if adaptive else None, threshold=cell.threshold,
+        beta=cell.beta if adaptive else None, reset=cell.reset, detach_reset=cell.detach_reset,
+        derivative=cell.spike.derivative,
+        learnable_spike=cell.spike if cell.spike.learnable else None)
+    z_last = z[:, -1]
+    final = type(state)(v, a, z_last) if adaptive else type(state)(v, z_last)
+    return z, final
+
+
 __all__ = [
     "RESETS",
     "ALIFCell",
@@ -275,6 +307,8 @@ __all__ = [
     "LIFState",
     "decay_from_tau",
     "default_tau_adapt",
+    "fast_path_supported",
+    "spiking_cell_sequence",
     "spiking_step",
     "tau_from_decay",
 ]

@@ -46,25 +46,13 @@ def _build(task: str, cell: str, layers: int, width: int, seed: int, run: Path |
     from ..models import ModelConfig, build_model
 
     if run is not None:
-        from ..io import load_state_dict_from
-        from ..train.config import load_config_file
+        from ..train.runs import load_run
 
-        if not run.is_dir():
-            raise FileNotFoundError(f"run directory {run} does not exist (expected runs/<name>/ from "
-                                    f"`stablernn train`)")
-        rc = load_config_file(run / "config.json")
-        data = load_task(rc.data)
-        info = data.info
-        model = build_model(rc.model, input_size=info.input_size, output_size=info.output_size,
-                            seq_len=info.seq_len, tokens=info.input_kind == "tokens")
-        weights = run / "best.pt" if (run / "best.pt").is_file() else run / "checkpoint.pt"
-        model.load_state_dict(load_state_dict_from(weights))
-        return model, data, f"{run.name} ({weights.name})"
+        loaded = load_run(run)
+        return loaded.model, load_task(loaded.config.data), f"{run.name} ({loaded.weights.name})"
     torch.manual_seed(seed)
     data = load_task(DataConfig(task=task, seed=seed))
-    info = data.info
-    model = build_model(ModelConfig(cell=cell, layers=layers, width=width), input_size=info.input_size,
-                        output_size=info.output_size, seq_len=info.seq_len, tokens=info.input_kind == "tokens")
+    model = build_model(ModelConfig(cell=cell, layers=layers, width=width), data.info, seed=seed)
     return model, data, f"{task}-{cell}-{layers}x{width} (init, seed {seed})"
 
 

@@ -57,8 +57,7 @@ def _build(model_cfg: ModelConfig, data_cfg: DataConfig, seed: int) -> tuple[Any
     data = load_task(data_cfg)
     info = data.info
     torch.manual_seed(seed)
-    model = build_model(model_cfg, input_size=info.input_size, output_size=info.output_size, seq_len=info.seq_len,
-                        tokens=info.input_kind == "tokens")
+    model = build_model(model_cfg, info, seed=seed)
     return model, data
 
 

@@ -89,8 +89,8 @@ def design_for_task(task: str, cell: str, layers: int, width: int, *, tau: float
 
     from ..data import DataConfig, load_task
     from ..models import ModelConfig, build_model
-    from ..snn.conditions import TaskStats
     from ..snn.design import DesignConfig, design_model
+    from ..snn.stats import task_stats
 
     if cell not in ("lif", "alif"):
         raise ValueError(f"snn-design designs spiking networks: --cell must be lif or alif, got {cell!r}")
@@ -102,9 +102,8 @@ def design_for_task(task: str, cell: str, layers: int, width: int, *, tau: float
     model_cfg = ModelConfig(cell=cell, layers=layers, width=width, tau=tau, threshold=threshold, reset=reset,
                             surrogate=shape)
     torch.manual_seed(seed)
-    model = build_model(model_cfg, input_size=info.input_size, output_size=info.output_size, seq_len=info.seq_len)
-    with torch.no_grad():  # statistics of what the first layer receives (after the encoder)
-        stats = TaskStats.from_batches(model.encode(x) for x, _ in data.train)
+    model = build_model(model_cfg, info, seed=seed)
+    stats = task_stats(info)
     designs = design_model(model, stats, DesignConfig(shape=shape, conditions=conditions, rate=rate), seed=seed)
     return (data_cfg, model_cfg, model, info), designs, stats
 

@@ -33,8 +33,8 @@ import torch
 import torch.autograd.forward_ad as fwAD
 from torch import Tensor, nn
 
-from ..cells.base import State
-from ..models import eval_mode
+from ..cells.base import CellProtocol, State
+from ..models import DeepRNN, as_stack, eval_mode, param_dtype
 
 
 @dataclass(frozen=True)
@@ -59,38 +59,38 @@ class StateSystem:
         return int(sum(self.blocks))
 
 
-def is_stack(net: nn.Module) -> bool:
-    """True for a DeepRNN-like stack (``cells``, ``step``, ``initial_states``), False for a single cell."""
-    return all(hasattr(net, a) for a in ("cells", "step", "initial_states"))
+def is_stack(net: Any) -> bool:
+    """True for a stack (``DeepRNN``), False for a single cell or another model."""
+    return isinstance(net, DeepRNN)
 
 
 def as_system(net: nn.Module) -> StateSystem:
-    """The :class:`StateSystem` of a cell (any object with the cell interface) or of a DeepRNN-like stack.
+    """The :class:`StateSystem` of a cell, a ``DeepRNN`` or any model :func:`~stablernn.models.as_stack` takes:
+    the joint map of every layer's stability state, stepped through ``DeepRNN.step``.
 
-    Raises ``TypeError`` naming the missing method when ``net`` is neither.
+    Raises ``TypeError`` naming what is missing when ``net`` is none of these.
     """
-    if is_stack(net):
-        cells = list(net.cells)
-        for c in cells:
-            _require_cell(c)
-        blocks = tuple(_state_width(c) for c in cells)
+    try:
+        stack = as_stack(net)
+    except TypeError:
+        missing = next(m for m in ("initial_state", "stability_state", "with_stability_state", "forward")
+                       if not callable(getattr(net, m, None))) if not isinstance(net, CellProtocol) else "input_size"
+        raise TypeError(f"{type(net).__name__} is neither a cell (it lacks {missing}, see stablernn.cells.base) nor "
+                        "a DeepRNN-like stack, nor a model stablernn.adapters recognises") from None
+    cells = list(stack.cells)
+    blocks = tuple(_state_width(c) for c in cells)
 
-        def flatten(states: list[State]) -> Tensor:
-            return torch.cat([c.stability_state(st) for c, st in zip(cells, states, strict=True)], dim=-1)
+    def flatten(states: list[State]) -> Tensor:
+        return torch.cat([c.stability_state(st) for c, st in zip(cells, states, strict=True)], dim=-1)
 
-        def unflatten(states: list[State], s: Tensor) -> list[State]:
-            parts = torch.split(s, list(blocks), dim=-1)
-            return [c.with_stability_state(st, p) for c, st, p in zip(cells, states, parts, strict=True)]
+    def unflatten(states: list[State], s: Tensor) -> list[State]:
+        parts = torch.split(s, list(blocks), dim=-1)
+        return [c.with_stability_state(st, p) for c, st, p in zip(cells, states, parts, strict=True)]
 
-        return StateSystem(
-            module=net, input_size=int(net.input_size), blocks=blocks,
-            initial=lambda b, device, dtype: net.initial_states(b, device=device, dtype=dtype),
-            step=lambda x, states: net.step(x, states)[1], flatten=flatten, unflatten=unflatten)
-    _require_cell(net)
     return StateSystem(
-        module=net, input_size=int(net.input_size), blocks=(_state_width(net),),
-        initial=lambda b, device, dtype: net.initial_state(b, device=device, dtype=dtype),
-        step=lambda x, state: net(x, state)[1], flatten=net.stability_state, unflatten=net.with_stability_state)
+        module=stack, input_size=int(stack.input_size), blocks=blocks,
+        initial=lambda b, device, dtype: stack.initial_states(b, device=device, dtype=dtype),
+        step=lambda x, states: stack.step(x, states, decode=False).states, flatten=flatten, unflatten=unflatten)
 
 
 @dataclass
@@ -138,6 +138,8 @@ def lyapunov_spectrum(net: nn.Module, inputs: Tensor, k: int = 10, *, transient:
         :class:`LyapunovResult`; differentiable in the parameters when gradients are enabled.
     """
     system = as_system(net)
+    if state is not None and not isinstance(net, DeepRNN) and not isinstance(state, list):
+        state = [state]  # a bare cell's own state: the system steps it as a one-layer stack
     return _spectrum(system, inputs, k, transient=transient, state=state, seed=seed)
 
 
@@ -190,7 +192,7 @@ def _spectrum(system: StateSystem, inputs: Tensor, k: int, *, transient: int | N
     if not 0 <= transient < T:
         raise ValueError(f"transient must be in [0, T) with T = {T} input steps, got {transient}; give a longer "
                          f"input stream or a shorter transient")
-    dtype = inputs.dtype if inputs.is_floating_point() else _param_dtype(system.module)
+    dtype = inputs.dtype if inputs.is_floating_point() else param_dtype(system.module, torch.get_default_dtype())
     device = inputs.device
     full = system.initial(B, device, dtype) if state is None else state
     gen = torch.Generator().manual_seed(seed)
@@ -234,15 +236,6 @@ def _jvp_columns(system: StateSystem, x_t: Tensor, full: Any, Q: Tensor) -> Tens
 
 
 # --- helpers -----------------------------------------------------------------------------------------------------
-def _require_cell(cell: Any) -> None:
-    for meth in ("initial_state", "stability_state", "with_stability_state"):
-        if not callable(getattr(cell, meth, None)):
-            raise TypeError(f"{type(cell).__name__} is neither a cell (it lacks {meth}(...), see "
-                            f"stablernn.cells.base) nor a DeepRNN-like stack (cells, step, initial_states)")
-    if not isinstance(getattr(cell, "input_size", None), int):
-        raise TypeError(f"{type(cell).__name__} needs an int attribute 'input_size'")
-
-
 def _map_tensors(fn: Callable[[Tensor], Tensor], obj: Any) -> Any:
     """Apply ``fn`` to every tensor of a state (a NamedTuple, or a list/tuple of them); other leaves unchanged."""
     if isinstance(obj, Tensor):
@@ -256,13 +249,8 @@ def _map_tensors(fn: Callable[[Tensor], Tensor], obj: Any) -> Any:
 
 def _state_width(cell: Any) -> int:
     """Width of a cell's stability state (from a one-sample zero state)."""
-    dtype = _param_dtype(cell)
+    dtype = param_dtype(cell, torch.get_default_dtype())
     return int(cell.stability_state(cell.initial_state(1, dtype=dtype)).shape[-1])
-
-
-def _param_dtype(module: nn.Module) -> torch.dtype:
-    p = next(module.parameters(), None) if isinstance(module, nn.Module) else None
-    return p.dtype if p is not None else torch.get_default_dtype()
 
 
 def _check_inputs(inputs: Tensor, input_size: int) -> None:

@@ -64,7 +64,7 @@ def uniform_drive(n_steps: int, streams: int = 1, *, seed: int = 0) -> Tensor:
 def input_vector(net: nn.Module, *, seed: int = 0, scale: float = 1.0) -> Tensor:
     """The fixed random sign vector ``w [F] * scale`` through which a scalar input reaches ``net`` (``F``: the
     cell's or the stack's raw input width). Signs, not Gaussians, so no input feature is accidentally near 0."""
-    if is_stack(net) and isinstance(getattr(net, "encoder", None), nn.Embedding):
+    if is_stack(net) and isinstance(net.encoder, nn.Embedding):
         raise ValueError("memory capacity needs a dense-input network; this one reads token ids (embedding "
                          "encoder). Measure a copy built with encoder='linear', or pass features you collected")
     F = int(net.input_size)
@@ -82,24 +82,19 @@ def collect_features(net: nn.Module, u: Tensor, *, features: FeatureKind = "stat
     if features not in ("state", "output"):
         raise ValueError(f"features must be 'state' or 'output', got {features!r}")
     system = as_system(net)
-    p = next(net.parameters(), None)
+    stack = system.module
+    p = next(stack.parameters(), None)
     dtype = p.dtype if p is not None else torch.get_default_dtype()
     device = p.device if p is not None else None
-    w = input_vector(net, seed=seed, scale=input_scale).to(device=device, dtype=dtype)
+    w = input_vector(stack, seed=seed, scale=input_scale).to(device=device, dtype=dtype)
     x = u.to(device=device, dtype=dtype)[..., None] * w  # [S, T, F]
     full = system.initial(u.shape[0], device, dtype)
     rows = []
-    with eval_mode(net):
+    with eval_mode(stack):
         for x_t in x.unbind(1):
-            if features == "state":
-                full = system.step(x_t, full)
-                rows.append(system.flatten(full))
-            elif is_stack(net):
-                _, full, outs = net.step(x_t, full)
-                rows.append(torch.cat(outs, dim=-1))
-            else:
-                out, full = net(x_t, full)
-                rows.append(out)
+            step = stack.step(x_t, full, decode=False)
+            full = step.states
+            rows.append(system.flatten(full) if features == "state" else torch.cat(step.outputs, dim=-1))
     return torch.stack(rows, 1).double().cpu()
 
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
-from ..models import detach_states, eval_mode
-from .config import FAMILIES
+from ..models import as_stack, detach_states, eval_mode, param_dtype
+from .config import FAMILIES, LSCConfig
 from .measures import EXACT_MAX_DIM, Engine, Measure, transition_measure
-from .transitions import as_stack, ffn_transitions, is_ffn, layer_counts, report_index, rnn_transitions
+from .transitions import ffn_transitions, is_ffn, layer_counts, report_index, rnn_transitions
 
 
 @dataclass
@@ -48,11 +48,12 @@ def batch_x(batch: Any) -> Tensor:
 def radii_over_time(model: Any, x: Tensor, *, families: Sequence[str] = FAMILIES, measure: Measure = "radius",
                     engine: Engine = "auto", steps: int | None = None, generator: torch.Generator | None = None,
                     exact_max_dim: int = EXACT_MAX_DIM, max_iter: int = 64, tol: float = 1e-4,
-                    rectangular: str = "subsample") -> RadiiTrace:
+                    rectangular: Literal["subsample", "norm"] = LSCConfig.rectangular) -> RadiiTrace:
     """Radii of every transition family per layer at ``steps`` evenly spread time steps of ``x [B, T, F]`` (or
     ``[B, T]`` ids); an FFN has one "step" on ``x [B, F]``. No gradient; dropout off. The options are those of
-    :func:`~stablernn.lsc.measures.transition_measure`."""
+    :func:`~stablernn.lsc.measures.transition_measure`; ``rectangular`` defaults to what LSC optimises."""
     kw = {"exact_max_dim": exact_max_dim, "max_iter": max_iter, "tol": tol, "rectangular": rectangular}
+    model = model if is_ffn(model) else as_stack(model)
     counts = layer_counts(model)
     fams = [f for f in families if counts.get(f, 0) > 0]
     with torch.no_grad(), eval_mode(model):
@@ -63,14 +64,13 @@ def radii_over_time(model: Any, x: Tensor, *, families: Sequence[str] = FAMILIES
                 r = transition_measure(tr, measure, engine, generator=generator, **kw)
                 out[tr.family][0, report_index(model, tr.family, tr.layer)] = r.mean().item()
             return RadiiTrace([0], out)
-        stack = as_stack(model)
+        stack = model
         if x.dim() < 2:
             raise ValueError(f"expected a batch of sequences [batch, time, features], got {list(x.shape)}")
         T = x.shape[1]
         when = measured_steps(T, steps)
         out = {f: torch.full((len(when), counts[f]), float("nan")) for f in fams}
-        ref = next((p for p in model.parameters()), None) if hasattr(model, "parameters") else None
-        dtype = ref.dtype if ref is not None else (x.dtype if x.is_floating_point() else None)
+        dtype = param_dtype(stack, x.dtype if x.is_floating_point() else None)
         states = stack.initial_states(x.shape[0], device=x.device, dtype=dtype)
         row = 0
         for t, x_t in enumerate(x.unbind(1)):
@@ -82,19 +82,8 @@ def radii_over_time(model: Any, x: Tensor, *, families: Sequence[str] = FAMILIES
                 row += 1
                 states = detach_states(res.states)
             else:
-                states = detach_states(_step_states(stack, x_t, states))
+                states = detach_states(stack.step(x_t, states, decode=False).states)
         return RadiiTrace(when, out)
-
-
-def _step_states(stack: Any, x_t: Tensor, states: list[Any]) -> list[Any]:
-    h = stack.encode(x_t)
-    new = []
-    for l, cell in enumerate(stack.cells):
-        inp = stack.layer_input(l, h)
-        out, st = cell(inp, states[l])
-        h = stack.layer_output(l, out, inp)
-        new.append(st)
-    return new
 
 
 __all__ = [

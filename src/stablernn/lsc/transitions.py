@@ -10,52 +10,16 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ..cells.base import HasOutput
+from ..models import FFN, as_stack
 from .config import FAMILIES
 from .measures import Transition
 
 
 # --- building the transitions of a model -----------------------------------------------------------------------
-class CellStack:
-    """A single cell seen as a one-layer stack (identity encoder, no decoder), so LSC works on a bare cell."""
-
-    def __init__(self, cell: nn.Module):
-        self.cells = [cell]
-        self.encoder = None
-        self.decode = None
-
-    def encode(self, x: Tensor) -> Tensor:
-        return x
-
-    def layer_input(self, l: int, inp: Tensor) -> Tensor:
-        return inp
-
-    def layer_output(self, l: int, out: Tensor, inp: Tensor) -> Tensor:
-        return out
-
-    def initial_states(self, batch_size: int, *, device: Any = None, dtype: Any = None) -> list[Any]:
-        return [self.cells[0].initial_state(batch_size, device=device, dtype=dtype)]
-
-
-STACK_METHODS = ("encode", "layer_input", "layer_output", "decode", "initial_states")
-
-
-def is_cell(obj: Any) -> bool:
-    return all(callable(getattr(obj, m, None)) for m in ("initial_state", "stability_state", "with_stability_state"))
-
-
 def is_ffn(model: Any) -> bool:
-    return hasattr(model, "layers") and callable(getattr(model, "layer_forward", None)) and hasattr(model, "out")
-
-
-def as_stack(model: Any) -> Any:
-    """The stack view of ``model``: a ``DeepRNN``-like object as is, or a bare cell wrapped in :class:`CellStack`."""
-    if hasattr(model, "cells") and all(callable(getattr(model, m, None)) for m in STACK_METHODS[:3]):
-        return model
-    if is_cell(model):
-        return CellStack(model)
-    raise TypeError(f"{type(model).__name__} is neither a stack of cells (DeepRNN-like: cells, encode, layer_input, "
-                    "layer_output, decode, initial_states), a cell (initial_state, stability_state, "
-                    "with_stability_state), nor an FFN (layers, layer_forward, out)")
+    """The deep feed-forward net of paper A (``FFN``): measured layer by layer, without a time axis."""
+    return isinstance(model, FFN)
 
 
 def _rebuild(state_type: type, pieces: Sequence[Tensor]) -> Any:
@@ -111,43 +75,37 @@ class StepResult:
 
 def rnn_transitions(model: Any, x_t: Tensor, states: list[Any],
                     families: Sequence[str] = FAMILIES) -> StepResult:
-    """One step of a stack on ``x_t [B, F]`` (or ``[B]`` token ids) from ``states``, with the transitions of
-    ``families`` at every layer. Take Jacobians in eval mode (dropout off): see :func:`eval_mode`."""
+    """One step of a stack (``DeepRNN``, a bare cell, or any model :func:`~stablernn.models.as_stack` takes) on
+    ``x_t [B, F]`` (or ``[B]`` token ids) from ``states``, with the transitions of ``families`` at every layer.
+    Take Jacobians in eval mode (dropout off): see :func:`~stablernn.models.eval_mode`."""
     bad = set(families) - set(FAMILIES)
     if bad:
         raise ValueError(f"unknown transition families {sorted(bad)}; choose from {', '.join(FAMILIES)}")
     stack = as_stack(model)
     cells = list(stack.cells)
     L = len(cells)
-    if len(states) != L:
-        raise ValueError(f"got {len(states)} layer states for a stack of {L} layers")
-    enc = stack.encode(x_t)
-    h = enc
-    inputs, new_states, outputs = [], [], []
-    for l, cell in enumerate(cells):
-        inp = stack.layer_input(l, h)
-        out, st = cell(inp, states[l])
-        h = stack.layer_output(l, out, inp)
-        inputs.append(inp)
-        new_states.append(st)
-        outputs.append(h)
-    decode = getattr(stack, "decode", None)
-    logits = decode(h) if decode is not None else None
+    inputs: list[Tensor] = []
 
+    def keep_input(l: int, inp: Tensor, out: Tensor, st: Any) -> tuple[Tensor, Any]:
+        inputs.append(inp)
+        return out, st
+
+    step = stack.step(x_t, states, hook=keep_input)
+    new_states, outputs, logits = step.states, step.outputs, step.logits
     sdim = [int(c.stability_state(st).shape[-1]) for c, st in zip(cells, new_states, strict=True)]
     trs: list[Transition] = []
     for l, cell in enumerate(cells):
         stype = type(states[l])
         if "encoder" in families and l == 0:
-            if isinstance(getattr(stack, "encoder", None), nn.Embedding) or not x_t.is_floating_point():
-                trs.append(Transition("encoder", 0, _from_input_fn(stack, 0, cell, stype), enc, tuple(states[0]),
-                                      sdim[0]))
+            if isinstance(stack.encoder, nn.Embedding) or not x_t.is_floating_point():
+                trs.append(Transition("encoder", 0, _from_input_fn(stack, 0, cell, stype), stack.encode(x_t),
+                                      tuple(states[0]), sdim[0]))
             else:
                 trs.append(Transition("encoder", 0, _from_input_fn(stack, 0, cell, stype, pre=stack.encode), x_t,
                                       tuple(states[0]), sdim[0]))
         if "depth" in families and l > 0:
             below = cells[l - 1]
-            if callable(getattr(below, "output", None)):
+            if isinstance(below, HasOutput):
                 fn = _depth_fn(stack, l, below, type(new_states[l - 1]), len(new_states[l - 1]), cell, stype)
                 trs.append(Transition("depth", l, fn, below.stability_state(new_states[l - 1]),
                                       (inputs[l - 1], *new_states[l - 1], *states[l]), sdim[l]))
@@ -157,14 +115,14 @@ def rnn_transitions(model: Any, x_t: Tensor, states: list[Any],
         if "time" in families:
             trs.append(Transition("time", l, _time_fn(cell, stype), cell.stability_state(states[l]),
                                   (inputs[l], *states[l]), sdim[l]))
-    if "decoder" in families and decode is not None:
+    if "decoder" in families and logits is not None:
         last = cells[-1]
-        if callable(getattr(last, "output", None)):
+        if isinstance(last, HasOutput):
             trs.append(Transition("decoder", L - 1, _decoder_fn(stack, last, type(new_states[-1]), L),
                                   last.stability_state(new_states[-1]), (inputs[-1], *new_states[-1]),
                                   logits.shape[-1]))
         else:
-            trs.append(Transition("decoder", L - 1, lambda u: decode(u[None])[0], outputs[-1],
+            trs.append(Transition("decoder", L - 1, lambda u: stack.decode(u[None])[0], outputs[-1],
                                   out_size=logits.shape[-1]))
     return StepResult(trs, new_states, logits, outputs)
 
@@ -177,7 +135,7 @@ def ffn_transitions(model: Any, x: Tensor, families: Sequence[str] = FAMILIES,
     bad = set(families) - set(FAMILIES)
     if bad:
         raise ValueError(f"unknown transition families {sorted(bad)}; choose from {', '.join(FAMILIES)}")
-    h0 = model.flatten(x) if callable(getattr(model, "flatten", None)) else x
+    h0 = model.flatten(x)
     hs = [h0]
     for l in range(len(model.layers)):
         hs.append(model.layer_forward(l, hs[-1]))
@@ -191,7 +149,7 @@ def ffn_transitions(model: Any, x: Tensor, families: Sequence[str] = FAMILIES,
     if "decoder" in families:
         out = model.out
         trs.append(Transition("decoder", len(model.layers) - 1, lambda h: out(h[None])[0], hs[-1],
-                              out_size=out.out_features if hasattr(out, "out_features") else None))
+                              out_size=out.out_features))
     return trs
 
 
@@ -205,7 +163,7 @@ def layer_counts(model: Any) -> dict[str, int]:
         return {"time": 0, "depth": len(model.layers) - 1, "encoder": 1, "decoder": 1}
     stack = as_stack(model)
     L = len(stack.cells)
-    return {"time": L, "depth": L - 1, "encoder": 1, "decoder": 1 if getattr(stack, "decode", None) else 0}
+    return {"time": L, "depth": L - 1, "encoder": 1, "decoder": 1 if stack.has_readout else 0}
 
 
 def report_index(model: Any, family: str, layer: int) -> int:
@@ -218,12 +176,9 @@ def report_index(model: Any, family: str, layer: int) -> int:
 
 
 __all__ = [
-    "STACK_METHODS",
-    "CellStack",
     "StepResult",
     "as_stack",
     "ffn_transitions",
-    "is_cell",
     "is_ffn",
     "layer_counts",
     "report_index",

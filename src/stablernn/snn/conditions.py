@@ -15,7 +15,6 @@ constants (Condition I's ``3 − 2δ`` and ``2 − δ``, Condition IV's ``−2``
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -24,55 +23,12 @@ from torch import Tensor
 
 from ..surrogate import SHAPES, Shape, shape_of
 from .solve import solve_per_neuron
+from .stats import TaskStats, check_rate
 
 Reset = Literal["subtract", "multiplicative", "mult_leak"]
 RESETS: tuple[str, ...] = ("subtract", "multiplicative", "mult_leak")
 NoRoot = Literal["raise", "clip"]
 _DT = torch.float64  # all condition arithmetic: equations must hold to 1e-6 and beyond
-
-
-# --- inputs -------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TaskStats:
-    """Mean and variance of a layer's input entries (over batch, time and features): the spec's ``taskmean`` /
-    ``taskvar`` for layer 0, Bernoulli(rate) spikes for deeper layers (:meth:`spikes`)."""
-
-    mean: float
-    var: float
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.mean) and math.isfinite(self.var)) or self.var < 0:
-            raise ValueError(f"task statistics need a finite mean and a variance >= 0, got mean={self.mean}, "
-                             f"var={self.var}")
-
-    @property
-    def second_moment(self) -> float:
-        """E[x²] = σ_x² + μ_x²."""
-        return self.var + self.mean ** 2
-
-    @classmethod
-    def spikes(cls, rate: float = 0.5) -> TaskStats:
-        """Statistics of Bernoulli(rate) spike inputs (deeper layers; the code assumes rate 1/2)."""
-        _check_rate(rate)
-        return cls(rate, rate * (1.0 - rate))
-
-    @classmethod
-    def from_batches(cls, batches, max_batches: int = 50) -> TaskStats:
-        """Mean and variance of every input entry over (up to ``max_batches``) batches ``x [B, T, F]`` or
-        ``(x, y)`` pairs."""
-        total, sq, count = 0.0, 0.0, 0
-        for k, batch in enumerate(batches):
-            if k >= max_batches:
-                break
-            x = batch[0] if isinstance(batch, (tuple, list)) else batch
-            x = torch.as_tensor(x, dtype=_DT)
-            total += float(x.sum())
-            sq += float((x * x).sum())
-            count += x.numel()
-        if count == 0:
-            raise ValueError("no input batches to compute task statistics from")
-        mean = total / count
-        return cls(mean, max(sq / count - mean * mean, 0.0))
 
 
 @dataclass(frozen=True)
@@ -143,7 +99,7 @@ class LayerParams:
         For ALIF the threshold seen by the conditions is ``ϑ + β·rate``: at a stationary rate the adaptation
         variable ``a`` averages ``rate``. ``weight_hh`` overrides the cell's recurrent weights (a candidate init).
         """
-        _check_rate(rate)
+        check_rate(rate)
         w = cell.weight_hh if weight_hh is None else weight_hh
         thr = cell.threshold.detach().to(_DT)
         if getattr(cell, "adaptive", False):
@@ -182,11 +138,6 @@ def _vector(value: float | Tensor, n: int, name: str) -> Tensor:
     if t.shape != (n,):
         raise ValueError(f"{name} must be a scalar or a per-neuron vector [{n}], got {list(t.shape)}")
     return t
-
-
-def _check_rate(rate: float) -> None:
-    if not 0.0 < rate < 1.0:
-        raise ValueError(f"the assumed firing rate must lie in (0, 1), got {rate}")
 
 
 def positive_sum(w: Tensor) -> Tensor:
@@ -259,7 +210,7 @@ def stationary_mean_voltage(p: LayerParams, mu_rec: Tensor, rate: float = 0.5) -
     - mult_leak:       E[v] = n_pre μ r / (1 − δ (1 − r))
     - multiplicative:  E[v] = (1 − r) n_pre μ r / (1 − δ (1 − r))
     """
-    _check_rate(rate)
+    check_rate(rate)
     drive = p.n_pre * torch.as_tensor(mu_rec, dtype=_DT) * rate
     if p.reset == "subtract":
         return (drive - p.threshold * rate) / (1.0 - p.decay)
@@ -276,7 +227,7 @@ def condition_i(p: LayerParams, rate: float = 0.5) -> ConditionReport:
     ``multiplicative`` (multreset1) it gives ``(4 − 2δ)ϑ/(n−1)``; the authors' code uses ``2(1 − δ)ϑ/(n−1)``,
     which is the balance of a neuron *without* reset (see docs/surrogates.md).
     """
-    _check_rate(rate)
+    check_rate(rate)
     r, d, thr, n_pre = rate, p.decay, p.threshold, p.n_pre
     if torch.any(n_pre < 1):
         raise ValueError("Condition I needs every neuron to have at least one recurrent input (rec_mask row sums)")
@@ -426,7 +377,7 @@ def expected_sq_gain(p: LayerParams, shape: Shape, dampening: Tensor, sharpness:
     radius near 1. The paper drops the cross term; it vanishes for the code's δ ≈ 0 but not for τ ≫ 1.
     ``dampening``, ``sharpness``, ``tail`` broadcast against ``[n]`` (or ``[n, k]`` candidates).
     """
-    _check_rate(rate)
+    check_rate(rate)
     if p.reset != "subtract" and not p.detach_reset:
         raise ValueError(f"the Condition IV gain for reset={p.reset!r} assumes detach_reset=True: with a "
                          f"multiplicative reset that carries gradient the Jacobian depends on the voltage itself; "

@@ -546,34 +546,32 @@ def _save(fig, path: str | Path) -> Path:
 PREDICTABLE = {"III": "dampening", "IV": "sharpness", "tail": "tail"}
 
 
-def predict(config: dict[str, Any], condition: str, batches: int = 4) -> float:
+def predict(config: dict[str, Any], condition: str) -> float:
     """The stability prediction for the network of a run config at initialisation: the mean Condition III dampening
     (``"III"``), Condition IV sharpness (``"IV"``, for the run's SG shape and dampening) or fitted q-PseudoSpike tail
-    (``"tail"``) over its LIF/ALIF layers. The first layer's input statistics are measured on ``batches`` training
-    batches after the encoder. See :func:`predict_with_status` for whether the condition had a root."""
-    return predict_with_status(config, condition, batches)[0]
+    (``"tail"``) over its LIF/ALIF layers, built by :func:`stablernn.models.build_model` (the first layer reads
+    :func:`stablernn.snn.stats.task_stats`). See :func:`predict_with_status` for whether the condition had a root."""
+    return predict_with_status(config, condition)[0]
 
 
-def predict_with_status(config: dict[str, Any], condition: str, batches: int = 4) -> tuple[float, bool]:
+def predict_with_status(config: dict[str, Any], condition: str) -> tuple[float, bool]:
     """:func:`predict` and whether the condition was solved exactly everywhere (False: for some neuron the equation
     has no root in the search range and the closest bound was used)."""
     import torch
 
     from ..data import load_task
-    from ..snn.conditions import TaskStats
+    from ..models import build_model
     from ..snn.design import DesignConfig, design_model
+    from ..snn.stats import task_stats
     from ..train.config import RunConfig
-    from ..train.loop import build_for_task
 
     if condition not in PREDICTABLE:
         raise ValueError(f"unknown prediction {condition!r}; choose one of {', '.join(PREDICTABLE)}")
     run = RunConfig.from_dict(config)
     torch.manual_seed(run.train.seed)
     data = load_task(run.data)
-    model = build_for_task(run, data.info)
-    with torch.no_grad():
-        xs = [model.encode(x) for _, (x, _) in zip(range(batches), data.train, strict=False)]
-    stats = TaskStats.from_batches(xs)
+    model = build_model(run.model, data.info, seed=run.train.seed)
+    stats = task_stats(data.info)
     m = run.model
     shape = "q_pseudospike" if condition == "tail" else m.surrogate
     cfg = DesignConfig(shape=shape, conditions=(condition,), dampening=m.dampening, sharpness=m.sharpness,

@@ -50,20 +50,9 @@ def seed_everything(seed: int) -> None:
 
 
 def build_for_task(run: RunConfig, info: TaskInfo) -> nn.Module:
-    """The model of ``run.model`` sized for the task, with the stability conditions of ``run.model.conditions``
-    applied to its spiking layers (first layer from the task's input statistics)."""
-    model = build_model(run.model, input_size=info.input_size, output_size=info.output_size, seq_len=info.seq_len,
-                        tokens=info.input_kind == "tokens")
-    if run.model.conditions:
-        from ..snn.conditions import TaskStats
-        from ..snn.design import DesignConfig, apply_design_, design_model
-
-        m = run.model
-        design = DesignConfig(shape=m.surrogate, conditions=tuple(m.conditions), dampening=m.dampening,
-                              sharpness=m.sharpness, tail=m.tail)
-        apply_design_(model, design_model(model, TaskStats(info.input_mean, info.input_var), design,
-                                          seed=run.train.seed))
-    return model
+    """The model of ``run`` for the task: :func:`stablernn.models.build_model` (conditions included) with the run's
+    seed."""
+    return build_model(run.model, info, seed=run.train.seed)
 
 
 def forward(model: nn.Module, x: Tensor, states: Any = None) -> tuple[Tensor, Any, list[Tensor]]:
@@ -187,6 +176,7 @@ def fit(run: RunConfig, *, data: TaskData | None = None, model: nn.Module | None
     _check_existing_config(run_dir, cfg_dict)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / "config.json", cfg_dict)
+    atomic_write_json(run_dir / "task.json", asdict(info))  # load_run rebuilds the network without the data
     ckpt_path, best_path = run_dir / "checkpoint.pt", run_dir / "best.pt"
 
     opt = make_optimizer(model.parameters(), tc.optimizer, tc.lr, tc.weight_decay)
