@@ -11,7 +11,7 @@ import torch
 
 from stablernn.data import DataConfig, load_task
 from stablernn.io import load_state_dict_from
-from stablernn.models import ModelConfig
+from stablernn.models import ModelConfig, build_model
 from stablernn.optim import lr_factor, make_optimizer
 from stablernn.train import NonFiniteError, RunConfig, TrainConfig, fit, load_checkpoint, load_config_file
 from stablernn.train.losses import MetricSum, task_loss
@@ -216,3 +216,47 @@ def test_conditions_are_applied_when_the_model_is_built():
         assert w.mean().item() == pytest.approx(expected, abs=4 * w.std().item() / math.sqrt(w.numel()))
         assert cell.spike.dampening.shape == (32,)  # Condition III is per neuron
     assert plain.cells[0].spike.dampening.dim() == 0
+
+
+def test_load_run_rebuilds_exactly_the_trained_spiking_network(tmp_path, capsys):
+    """A 2x32 ALIF trained with conditions III and tail: load_run gives back the tail, dampening and weights it was
+    trained with, and the same test accuracy as final.json; diagnose --run and dynamics --run use it."""
+    from stablernn import load_run
+    from stablernn.cli import main
+    from stablernn.train.loop import build_for_task
+
+    run = RunConfig(name="alif-cond", out_dir=str(tmp_path), model=ModelConfig(cell="alif", layers=2, width=32,
+                    threshold=0.5, conditions=("III", "tail"), surrogate="q_pseudospike"),
+                    data=DataConfig(task="digits", batch_size=64),
+                    train=TrainConfig(epochs=1, lr=1e-2, progress=False, max_batches=6, seed=3))
+    data = load_task(run.data)
+    torch.manual_seed(3)
+    model = build_for_task(run, data.info)
+    final = fit(run, data=data, model=model)
+    fresh = build_model(ModelConfig(cell="alif", layers=2, width=32, threshold=0.5, surrogate="q_pseudospike"),
+                        data.info)
+    assert fresh.cells[0].spike.tail != pytest.approx(model.cells[0].spike.tail)  # the tail fit moved q
+
+    loaded = load_run(run.run_dir)
+    for got, want in zip(loaded.model.cells, model.cells, strict=True):
+        assert got.spike.tail == want.spike.tail
+        assert torch.equal(got.spike.dampening, want.spike.dampening)
+    for (k, a), (_, b) in zip(loaded.model.state_dict().items(), model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+    from stablernn.train.loop import evaluate
+
+    test = evaluate(loaded.model, data.test, data.info, run.train.loss, torch.device("cpu"), "test")
+    assert test["test_acc"] == final["test_acc"]
+
+    out = tmp_path / "diag"
+    with pytest.raises(SystemExit) as e:
+        main(["diagnose", "--run", str(run.run_dir), "--out", str(out), "--steps", "2", "--samples", "4"])
+    assert e.value.code in (0, None)
+    assert "loaded weights" in capsys.readouterr().out
+    diag = json.loads((out / "diagnostics.json").read_text())
+    assert diag["model"]["conditions"] == ["III", "tail"]
+    with pytest.raises(SystemExit) as e:
+        main(["dynamics", "--run", str(run.run_dir), "--out", str(tmp_path / "dyn"), "--lyapunov", "2",
+              "--lyapunov-steps", "20", "--memory", "5", "--ipc-degree", "0", "--steps", "200", "--draws", "0"])
+    assert e.value.code in (0, None)
+    assert "alif-cond (best.pt)" in capsys.readouterr().out

@@ -98,6 +98,9 @@ _DIAGNOSE_EXTRA = [
                                      "are written")),
     _param("config", _OPT_PATH, typer.Option(None, "--config", help="TOML/JSON run config ([model], [data]); a run "
                                              "directory's config.json works")),
+    _param("run", _OPT_PATH, typer.Option(None, "--run", help="a run directory from `stablernn train`: diagnose "
+                                          "exactly the network it trained (load_run: config, conditions, weights); "
+                                          "model and data options are then taken from the run")),
     _param("weights", _OPT_PATH, typer.Option(None, "--weights", help="weights to load (pretrained.pt, best.pt, "
                                               "checkpoint.pt); default: a fresh initialisation")),
     _param("before_after_lsc", bool, typer.Option(False, "--before-after-lsc", help="also run LSC pre-training "
@@ -128,7 +131,15 @@ def diagnose(**values: Any) -> None:
     data_cfg = section_from(DIAGNOSE_SPECS, values, "data", DataConfig, base.get("data") or {})
     if values["samples"] < 1:
         raise ValueError(f"--samples must be >= 1, got {values['samples']}")
-    model, data = _build(model_cfg, data_cfg, data_cfg.seed)
+    if values.get("run"):
+        from ..data import load_task
+        from ..train.runs import load_run
+
+        loaded = load_run(values["run"])
+        model, model_cfg, data_cfg = loaded.model, loaded.config.model, loaded.config.data
+        data = load_task(data_cfg)
+    else:
+        model, data = _build(model_cfg, data_cfg, data_cfg.seed)
     if values.get("weights"):
         model.load_state_dict(load_state_dict_from(values["weights"]))
     x, y = next(iter(data.train))
@@ -144,7 +155,8 @@ def diagnose(**values: Any) -> None:
             target = float(target)
         report = lsc_pretrain(model, data.train, LSCConfig(target=target, max_steps=values["lsc_steps"]))
         results["after_lsc"] = _diagnose_one(model, x, y, values["steps"])
-    names = {"before": "initial" if not values.get("weights") else "loaded", "after_lsc": "after LSC"}
+    loaded_weights = values.get("weights") or values.get("run")
+    names = {"before": "initial" if not loaded_weights else "loaded", "after_lsc": "after LSC"}
     for key, res in results.items():
         typer.echo(f"== {names[key]} weights: loss {res['grid'].loss:.4f}")
         typer.echo(radii_table(res["trace"].mean()))
