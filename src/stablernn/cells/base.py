@@ -85,6 +85,27 @@ class SpikingCell(Protocol):
     decay: Tensor
 
 
+@runtime_checkable
+class LIFLike(SpikingCell, Protocol):
+    """A spiking layer the stability conditions can read and design (paper B, arXiv:2202.00282): input and
+    recurrent weights ``[n, in]``, ``[n, n]`` (post, pre), the recurrent mask, the reset kind, whether it is
+    recurrent and whether it adapts (ALIF: ``beta``, ``decay_a``)."""
+
+    weight_ih: Tensor
+    weight_hh: Tensor
+    rec_mask: Tensor
+    reset: str
+    recurrent: bool
+    adaptive: bool
+
+
+@runtime_checkable
+class HasCells(Protocol):
+    """A stack of layers (``DeepRNN`` and adapted user stacks): what layer-wise tools walk."""
+
+    cells: Any
+
+
 def is_spiking(cell: Any) -> bool:
     """The one test of "is this layer spiking?" (firing rates, rate control, the stability design, LSC's activity
     guard all use it)."""

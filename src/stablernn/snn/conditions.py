@@ -102,7 +102,7 @@ class LayerParams:
         check_rate(rate)
         w = cell.weight_hh if weight_hh is None else weight_hh
         thr = cell.threshold.detach().to(_DT)
-        if getattr(cell, "adaptive", False):
+        if cell.adaptive:
             thr = thr + cell.beta.detach().to(_DT) * rate
         return cls(w.detach().to(_DT), cell.weight_ih.detach().to(_DT), cell.decay.detach().to(_DT), thr,
                    cell.bias.detach().to(_DT), cell.reset, bool(cell.detach_reset),

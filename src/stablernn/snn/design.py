@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..cells.base import HasCells, LIFLike
 from ..surrogate import ALIASES, SpikeFunction, get, names, shape_of
 from .conditions import (
     ConditionReport,
@@ -30,10 +31,8 @@ CONDITIONS: tuple[str, ...] = ("I", "II", "III", "IV", "tail")
 
 
 def is_spiking(cell: nn.Module) -> bool:
-    """Whether a cell is a LIF/ALIF layer the conditions apply to (has recurrent and input weights, a bias, a
-    threshold and a decay)."""
-    return all(hasattr(cell, a) for a in ("weight_hh", "weight_ih", "bias", "threshold", "decay", "rec_mask",
-                                            "reset", "spike"))
+    """Whether a cell is a LIF/ALIF layer the conditions apply to (:class:`~stablernn.cells.base.LIFLike`)."""
+    return isinstance(cell, LIFLike)
 
 
 def draw_recurrent(mask: Tensor, mean: Tensor | float, var: Tensor | float, *,
@@ -195,7 +194,7 @@ def stability_design(cell: nn.Module, task_stats: TaskStats, config: DesignConfi
     cfg = config or DesignConfig()
     if not is_spiking(cell):
         raise ValueError(f"stability_design needs a LIF/ALIF cell, got {type(cell).__name__}")
-    if not getattr(cell, "recurrent", True) and set(cfg.conditions) & {"I", "II", "III"}:
+    if not cell.recurrent and set(cfg.conditions) & {"I", "II", "III"}:
         raise ValueError("Conditions I-III read recurrent weights; this cell was built with recurrent=False")
     conds, reports = set(cfg.conditions), []
     p = LayerParams.from_cell(cell, cfg.rate)
@@ -246,9 +245,9 @@ def design_model(model: nn.Module, task_stats: TaskStats, config: DesignConfig |
     with ``task_stats`` (the statistics of what it receives, i.e. after the encoder), deeper ones with
     Bernoulli(rate) spikes. Does not modify the model; see :func:`apply_design_`."""
     cfg = config or DesignConfig()
-    cells = getattr(model, "cells", None)
-    if cells is None:
+    if not isinstance(model, HasCells):
         raise ValueError("design_model needs a model with .cells (a DeepRNN)")
+    cells = model.cells
     gen = torch.Generator().manual_seed(seed)
     designs: list[Design | None] = []
     for l, cell in enumerate(cells):

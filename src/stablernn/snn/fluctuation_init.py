@@ -113,7 +113,7 @@ def fluctuation_init_(cell: nn.Module, stats: TaskStats, *, mu_u: float = 0.0, s
         raise ValueError(f"recurrent_rate must lie in (0, 1), got {recurrent_rate}")
     if sigma_u <= 0 or not math.isfinite(sigma_u) or not math.isfinite(mu_u):
         raise ValueError(f"sigma_u must be > 0 and mu_u finite, got mu_u={mu_u}, sigma_u={sigma_u}")
-    recurrent = bool(getattr(cell, "recurrent", True))
+    recurrent = bool(cell.recurrent)
     share = alpha if recurrent else 1.0
     decay = cell.decay.detach().to(torch.float64)
     thr = cell.threshold.detach().to(torch.float64)

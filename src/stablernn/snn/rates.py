@@ -19,20 +19,16 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from ..cells.base import HasCells, is_spiking
+
 RampKind = Literal["linear", "cosine"]
 
 
 def spiking_mask(model: nn.Module) -> list[bool]:
     """For each layer of a ``DeepRNN`` (``model.cells``), whether it is a spiking layer with a trainable bias."""
-    cells = getattr(model, "cells", None)
-    if cells is None:
+    if not isinstance(model, HasCells):
         raise ValueError("firing-rate control needs a model with .cells (a DeepRNN)")
-    return [_is_spiking(c) for c in cells]
-
-
-def _is_spiking(cell: nn.Module) -> bool:
-    return hasattr(cell, "spike") and hasattr(cell, "threshold") and isinstance(getattr(cell, "bias", None),
-                                                                                 nn.Parameter)
+    return [is_spiking(c) and isinstance(c.bias, nn.Parameter) for c in model.cells]
 
 
 def layer_rates(layer_outputs: Sequence[Tensor], mask: Sequence[bool]) -> list[Tensor]:
