@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Cell, check_input, split_state
+from .base import Cell, check_input, run_steps, split_state
+from .fast_gated import gru_cell_sequence, lstm_cell_sequence
 from .init import glorot_uniform_, orthogonal_blocks_
-from .rnn import HState
+from .rnn import HiddenStateCell, HState
 
 
 class LSTMState(NamedTuple):
@@ -29,12 +30,7 @@ class LSTMCell(Cell):
         super().__init__(input_size, hidden_size)
         self.fast = bool(fast)  # forward_sequence through PyTorch's fused kernel (fast_gated.py)
         H = hidden_size
-        self.weight_ih = nn.Parameter(torch.empty(4 * H, input_size))
-        self.weight_hh = nn.Parameter(torch.empty(4 * H, H))
-        self.bias_ih = nn.Parameter(torch.zeros(4 * H))
-        self.bias_hh = nn.Parameter(torch.zeros(4 * H))
-        glorot_uniform_(self.weight_ih, input_size, 4 * H)
-        orthogonal_blocks_(self.weight_hh, 4)
+        _gate_parameters(self, 4)
         with torch.no_grad():
             self.bias_ih[H:2 * H] = forget_bias
 
@@ -53,11 +49,7 @@ class LSTMCell(Cell):
     def forward_sequence(self, x: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
         """All steps, ``x [B, T, input_size] -> (h [B, T, H], final state)``: PyTorch's fused LSTM kernel on this
         cell's own parameters when ``self.fast`` (and the step is not overridden), else the step loop."""
-        if self.fast and type(self).forward is LSTMCell.forward:
-            from .fast_gated import lstm_cell_sequence
-
-            return lstm_cell_sequence(self, x, state)
-        return super().forward_sequence(x, state)
+        return _fused_or_loop(self, LSTMCell, lstm_cell_sequence, x, state)
 
     def output(self, state: LSTMState) -> Tensor:
         return state.h
@@ -70,7 +62,7 @@ class LSTMCell(Cell):
         return LSTMState(h, c)
 
 
-class GRUCell(Cell):
+class GRUCell(HiddenStateCell):
     """GRU step in PyTorch's (= Keras ``reset_after=True``) form, glorot input / orthogonal recurrent init.
 
     r = σ(x W_ir + b_ir + h W_hr + b_hr); z = σ(x W_iz + b_iz + h W_hz + b_hz);
@@ -80,16 +72,7 @@ class GRUCell(Cell):
     def __init__(self, input_size: int, hidden_size: int, *, fast: bool = True):
         super().__init__(input_size, hidden_size)
         self.fast = bool(fast)  # forward_sequence through PyTorch's fused kernel (fast_gated.py)
-        H = hidden_size
-        self.weight_ih = nn.Parameter(torch.empty(3 * H, input_size))
-        self.weight_hh = nn.Parameter(torch.empty(3 * H, H))
-        self.bias_ih = nn.Parameter(torch.zeros(3 * H))
-        self.bias_hh = nn.Parameter(torch.zeros(3 * H))
-        glorot_uniform_(self.weight_ih, input_size, 3 * H)
-        orthogonal_blocks_(self.weight_hh, 3)
-
-    def initial_state(self, batch_size: int, *, device: Any = None, dtype: Any = None) -> HState:
-        return HState(self._zeros(batch_size, self.hidden_size, device, dtype))
+        _gate_parameters(self, 3)
 
     def forward(self, x: Tensor, state: HState) -> tuple[Tensor, HState]:
         check_input(self, x)
@@ -106,17 +89,24 @@ class GRUCell(Cell):
     def forward_sequence(self, x: Tensor, state: HState) -> tuple[Tensor, HState]:
         """All steps, ``x [B, T, input_size] -> (h [B, T, H], final state)``: PyTorch's fused GRU kernel on this
         cell's own parameters when ``self.fast`` (and the step is not overridden), else the step loop."""
-        if self.fast and type(self).forward is GRUCell.forward:
-            from .fast_gated import gru_cell_sequence
+        return _fused_or_loop(self, GRUCell, gru_cell_sequence, x, state)
 
-            return gru_cell_sequence(self, x, state)
-        return super().forward_sequence(x, state)
 
-    def output(self, state: HState) -> Tensor:
-        return state.h
+def _gate_parameters(cell: Cell, gates: int) -> None:
+    """``weight_ih [gates*H, in]`` (glorot), ``weight_hh [gates*H, H]`` (orthogonal per gate), zero biases: the
+    layout of PyTorch's fused kernels, so the fast paths run on these very tensors."""
+    H, n_in = cell.hidden_size, cell.input_size
+    cell.weight_ih = nn.Parameter(torch.empty(gates * H, n_in))
+    cell.weight_hh = nn.Parameter(torch.empty(gates * H, H))
+    cell.bias_ih = nn.Parameter(torch.zeros(gates * H))
+    cell.bias_hh = nn.Parameter(torch.zeros(gates * H))
+    glorot_uniform_(cell.weight_ih, n_in, gates * H)
+    orthogonal_blocks_(cell.weight_hh, gates)
 
-    def stability_state(self, state: HState) -> Tensor:
-        return state.h
 
-    def with_stability_state(self, state: HState, s: Tensor) -> HState:
-        return HState(s)
+def _fused_or_loop(cell: Cell, owner: type, fused: Any, x: Tensor, state: Any) -> tuple[Tensor, Any]:
+    """The fused kernel when the cell allows it (``fast``) and its step is ``owner``'s own (a subclass that
+    changes the step must not be run through a kernel that ignores the change); else the step loop."""
+    if cell.fast and type(cell).forward is owner.forward:
+        return fused(cell, x, state)
+    return run_steps(cell, x, state)

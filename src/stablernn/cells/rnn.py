@@ -26,7 +26,24 @@ class HState(NamedTuple):
     h: Tensor  # [B, H]
 
 
-class ElmanCell(Cell):
+class HiddenStateCell(Cell):
+    """A cell whose whole state is one hidden vector ``h [B, H]`` that is also its output and its stability state
+    (Elman, GRU, and cells built like them)."""
+
+    def initial_state(self, batch_size: int, *, device: Any = None, dtype: Any = None) -> HState:
+        return HState(self._zeros(batch_size, self.hidden_size, device, dtype))
+
+    def output(self, state: HState) -> Tensor:
+        return state.h
+
+    def stability_state(self, state: HState) -> Tensor:
+        return state.h
+
+    def with_stability_state(self, state: HState, s: Tensor) -> HState:
+        return HState(s)
+
+
+class ElmanCell(HiddenStateCell):
     """Simple RNN with Keras-like init: glorot-uniform input kernel, orthogonal recurrent kernel,
     bias U(±sqrt(3/H)) (spec §2.2 `rsimplernn` / `ssimplernn`)."""
 
@@ -42,22 +59,10 @@ class ElmanCell(Cell):
         bound = math.sqrt(3.0 / hidden_size)
         nn.init.uniform_(self.bias, -bound, bound)
 
-    def initial_state(self, batch_size: int, *, device: Any = None, dtype: Any = None) -> HState:
-        return HState(self._zeros(batch_size, self.hidden_size, device, dtype))
-
     def forward(self, x: Tensor, state: HState) -> tuple[Tensor, HState]:
         check_input(self, x)
         h = self._act(F.linear(x, self.weight_ih, self.bias) + F.linear(state.h, self.weight_hh))
         return h, HState(h)
-
-    def output(self, state: HState) -> Tensor:
-        return state.h
-
-    def stability_state(self, state: HState) -> Tensor:
-        return state.h
-
-    def with_stability_state(self, state: HState, s: Tensor) -> HState:
-        return HState(s)
 
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}, activation={self.activation}"
