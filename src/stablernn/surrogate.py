@@ -160,6 +160,12 @@ class Shape:
     formula: str = ""
 
 
+ShapeName = Literal["rectangular", "triangular", "exponential", "gaussian", "sigmoid", "fast_sigmoid", "q_pseudospike",
+                    "cauchy"]
+AliasName = Literal["snntorch_atan", "snntorch_fast_sigmoid", "norse_super", "spikingjelly_sigmoid",
+                    "spikingjelly_atan"]
+SurrogateName = Literal[ShapeName, AliasName]  # what :func:`get` accepts; :data:`SHAPES` / :data:`ALIASES` define each
+
 SHAPES: dict[str, Shape] = {
     s.name: s
     for s in (
@@ -427,4 +433,5 @@ def shape_of(name: str) -> Shape:
     return SHAPES[name]
 
 
-__all__ = ["ALIASES", "SHAPES", "Alias", "Shape", "SpikeFunction", "get", "names", "resolve", "shape_of"]
+__all__ = ["ALIASES", "SHAPES", "Alias", "AliasName", "Shape", "ShapeName", "SpikeFunction", "SurrogateName", "get",
+           "names", "resolve", "shape_of"]

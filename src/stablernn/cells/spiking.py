@@ -16,6 +16,7 @@ and the adaptation). Weights are ``[post, pre]`` (PyTorch layout). Time constant
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
@@ -27,7 +28,7 @@ from .base import MIN_TIME_CONSTANT, Cell, check_input, split_state
 from .init import glorot_uniform_
 
 Reset = Literal["subtract", "multiplicative", "mult_leak"]
-RESETS: tuple[str, ...] = ("subtract", "multiplicative", "mult_leak")
+RESETS: tuple[str, ...] = typing.get_args(Reset)
 SpikeFn = Callable[[Tensor], Tensor]
 
 

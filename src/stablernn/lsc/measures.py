@@ -24,16 +24,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
 from torch.func import jacrev, vjp, vmap
 
-Measure = Literal["radius", "norm", "probe"]
-Engine = Literal["auto", "exact", "matrix_free"]
-MEASURES: tuple[str, ...] = ("radius", "norm", "probe")
-ENGINES: tuple[str, ...] = ("auto", "exact", "matrix_free")
+from .config import ENGINES, MEASURES, Engine, Measure, Rectangular
+
 EXACT_MAX_DIM = 256  # "auto" uses the exact engine up to this (square) size; see benchmarks/jacobian_engines.py
 
 
@@ -316,7 +314,7 @@ def choose_engine(tr: Transition, engine: Engine = "auto", exact_max_dim: int = 
 
 def transition_measure(tr: Transition, measure: Measure = "radius", engine: Engine = "auto", *,
                        generator: torch.Generator | None = None, exact_max_dim: int = EXACT_MAX_DIM,
-                       max_iter: int = 64, tol: float = 1e-4, rectangular: str = "subsample") -> Tensor:
+                       max_iter: int = 64, tol: float = 1e-4, rectangular: Rectangular = "subsample") -> Tensor:
     """Per-sample radius / norm ``[B]`` of one transition, by the chosen engine (differentiable).
 
     ``rectangular="norm"`` measures a non-square Jacobian by its top singular value instead of the radius of a

@@ -189,29 +189,8 @@ def make_config(config: LSCConfig | None = None, **overrides: Any) -> LSCConfig:
 
 
 def check_config(cfg: LSCConfig) -> None:
-    """Raise ``ValueError`` naming the bad field."""
-    if cfg.measure not in ("radius", "norm", "probe"):
-        raise ValueError(f"LSC measure must be radius, norm or probe, got {cfg.measure!r}")
-    if cfg.rectangular not in ("subsample", "norm"):
-        raise ValueError(f"LSC rectangular must be subsample or norm, got {cfg.rectangular!r}")
-    if cfg.engine not in ("auto", "exact", "matrix_free"):
-        raise ValueError(f"LSC engine must be auto, exact or matrix_free, got {cfg.engine!r}")
-    if cfg.optimizer not in ("adabelief_lookahead", "adabelief", "adamw"):
-        raise ValueError(f"LSC optimizer must be adabelief_lookahead, adabelief or adamw, got {cfg.optimizer!r}")
-    for name in ("max_steps", "patience", "batches"):
-        v = getattr(cfg, name)
-        if not isinstance(v, int) or v < 1:
-            raise ValueError(f"LSC {name} must be a positive integer, got {v!r}")
-    if cfg.batch_size is not None and cfg.batch_size < 1:
-        raise ValueError(f"LSC batch_size must be >= 1 or None, got {cfg.batch_size}")
-    if cfg.lr <= 0 or cfg.tol <= 0:
-        raise ValueError("LSC lr and tol must be > 0")
-    if not 0.0 < cfg.rescale_clip < 1.0:
-        raise ValueError(f"LSC rescale_clip must be in (0, 1), got {cfg.rescale_clip}")
-    if not 0.0 <= cfg.ema < 1.0:
-        raise ValueError(f"LSC ema must be in [0, 1), got {cfg.ema}")
-    if cfg.layers_per_step is not None and cfg.layers_per_step < 1:
-        raise ValueError(f"LSC layers_per_step must be >= 1 or None, got {cfg.layers_per_step}")
+    """Raise ``ValueError`` naming the bad field (checked again in case the config was changed after it was made)."""
+    cfg.__post_init__()
 
 
 def make_lsc_optimizer(params: Iterable[nn.Parameter], config: LSCConfig) -> torch.optim.Optimizer:

@@ -22,11 +22,10 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from ..cells.spiking import RESETS, Reset
 from ..surrogate import SHAPES, Shape, shape_of
 from .solve import solve_per_neuron
 
-Reset = Literal["subtract", "multiplicative", "mult_leak"]
-RESETS: tuple[str, ...] = ("subtract", "multiplicative", "mult_leak")
 NoRoot = Literal["raise", "clip"]
 _DT = torch.float64  # all condition arithmetic: equations must hold to 1e-6 and beyond
 
@@ -96,7 +95,7 @@ class LayerParams:
     decay: Tensor
     threshold: Tensor
     bias: Tensor
-    reset: str = "subtract"
+    reset: Reset = "subtract"
     detach_reset: bool = True
     rec_mask: Tensor | None = None
 
@@ -123,7 +122,7 @@ class LayerParams:
 
     @classmethod
     def create(cls, weight_hh: Tensor, weight_ih: Tensor, *, tau: float | Tensor = 20.0,
-               threshold: float | Tensor = 1.0, bias: float | Tensor = 0.0, reset: str = "subtract",
+               threshold: float | Tensor = 1.0, bias: float | Tensor = 0.0, reset: Reset = "subtract",
                detach_reset: bool = True, rec_mask: Tensor | None = None) -> LayerParams:
         """Build from weights and hyper-parameters; ``tau`` in steps (> 0), scalars broadcast to every neuron.
         ``rec_mask`` defaults to "no self-connections"."""
