@@ -87,7 +87,9 @@ def _kind_ok(tp: Any, value: Any) -> bool:
     return True  # other annotations (unions of several kinds, dicts, tensors): the config checks them itself
 
 
-def _kind_name(tp: Any) -> str:
+def _kind_name(tp: Any, plural: bool = False) -> str:
+    if plural:
+        return {bool: "true/false values", int: "integers", float: "numbers", str: "strings"}.get(tp, str(tp))
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
 
 
@@ -114,6 +116,11 @@ def check_fields(obj: Any, error: type[ValueError] = ValueError) -> None:
         elif choices is not None:
             if value not in choices:
                 raise error(f"{label}: unknown {f.name} {value!r}; choose one of {', '.join(choices)}")
+        elif is_tuple_field(tp):
+            inner = [a for a in typing.get_args(next(a for a in args if typing.get_origin(a) is tuple))
+                     if a is not Ellipsis]
+            if not isinstance(value, (tuple, list)) or not all(_kind_ok(inner[0], v) for v in value):
+                raise error(f"{label}: {f.name} must be a list of {_kind_name(inner[0], plural=True)}, got {value!r}")
         else:
             kinds = [a for a in args if a is not type(None)]
             if len(kinds) == 1 and not _kind_ok(kinds[0], value):

@@ -248,7 +248,9 @@ def _init_linear(lin: nn.Linear, init: str) -> None:
 
 
 # --- typed config -----------------------------------------------------------------------------------------------
-CellKind = Literal["lstm", "gru", "relu_rnn", "sigmoid_rnn", "tanh_rnn", "swish_rnn", "lif", "alif", "lru", "reslru",
+SpikingCellKind = Literal["lif", "alif"]
+SPIKING_CELLS: tuple[str, ...] = typing.get_args(SpikingCellKind)
+CellKind = Literal["lstm", "gru", "relu_rnn", "sigmoid_rnn", "tanh_rnn", "swish_rnn", SpikingCellKind, "lru", "reslru",
                    "ffn"]
 CELL_KINDS: tuple[str, ...] = typing.get_args(CellKind)
 # paper B (arXiv:2202.00282), Sec. 3: Conditions I-IV, plus the fitted tail q of q-PseudoSpike (docs/surrogates.md)
@@ -288,8 +290,7 @@ class ModelConfig:
     learn_threshold: bool = option(False, "[lif, alif] learn the thresholds")
     # paper B (arXiv:2202.00282), Sec. 3: III/IV/tail set the surrogate's dampening / sharpness / tail, I/II the
     # recurrent weights of every LIF/ALIF layer at build time
-    conditions: tuple[Condition, ...] = option((), "[lif, alif] stability conditions applied at build time, "
-                                               "comma-separated")
+    conditions: tuple[Condition, ...] = option((), "[lif, alif] stability conditions applied at build time")
     r_min: float = option(0.4, "[lru, reslru] smallest eigenvalue modulus at init")
     r_max: float = option(0.99, "[lru, reslru] largest eigenvalue modulus at init")
     max_phase: float = option(math.pi / 10, "[lru, reslru] largest eigenvalue phase at init (radians)")
@@ -319,7 +320,7 @@ def validate_model_config(cfg: ModelConfig) -> None:
     require(cfg.tail is None or cfg.tail > 1, f"ModelConfig: tail q must be > 1, got {cfg.tail}")
     require(0.0 <= cfg.r_min <= cfg.r_max <= 1.0,
             f"ModelConfig: need 0 <= r_min <= r_max <= 1, got r_min={cfg.r_min}, r_max={cfg.r_max}")
-    if cfg.conditions and cfg.cell not in ("lif", "alif"):
+    if cfg.conditions and cfg.cell not in SPIKING_CELLS:
         raise ValueError(f"ModelConfig: conditions apply to spiking cells (lif, alif), not to cell {cfg.cell!r}")
 
 

@@ -51,7 +51,7 @@ class LSCConfig:
     weight_decay: float = option(1e-4, "weight decay")
     optimizer: LSCOptimizer = option("adabelief_lookahead", "optimizer (adabelief_lookahead: as the papers)")
     tol: float = option(0.05, "early stop when every family's moving-average radius is within tol of its target")
-    patience: int = option(20, "... for this many consecutive steps")
+    patience: int = option(20, "consecutive steps within tol before the early stop")
     batches: int = option(2, "batches walked through (each time step is one step), cycled until a stop")
     # 8 measured as good as 32 (same trajectory of radii on a 2x64 GRU) at a quarter of the cost; 4 was noisier
     # (131 vs 81 steps to converge)
