@@ -253,7 +253,7 @@ SPIKING_CELLS: tuple[str, ...] = typing.get_args(SpikingCellKind)
 CellKind = Literal["lstm", "gru", "relu_rnn", "sigmoid_rnn", "tanh_rnn", "swish_rnn", SpikingCellKind, "lru", "reslru",
                    "ffn"]
 CELL_KINDS: tuple[str, ...] = typing.get_args(CellKind)
-# paper B (arXiv:2202.00282), Sec. 3: Conditions I-IV, plus the fitted tail q of q-PseudoSpike (docs/surrogates.md)
+# paper B (arXiv:2202.00282): Conditions I-IV, plus the fitted tail q of q-PseudoSpike (docs/surrogates.md)
 Condition = Literal["I", "II", "III", "IV", "tail"]
 CONDITIONS: tuple[str, ...] = typing.get_args(Condition)
 FFNActivation = Literal[Activation, "sin", "cos", "linear"]
@@ -288,7 +288,7 @@ class ModelConfig:
     tail: float | None = option(None, "[lif, alif] tail q of q_pseudospike, > 1 (default: 1.56)")
     learn_tau: bool = option(False, "[lif, alif] learn the time constants")
     learn_threshold: bool = option(False, "[lif, alif] learn the thresholds")
-    # paper B (arXiv:2202.00282), Sec. 3: III/IV/tail set the surrogate's dampening / sharpness / tail, I/II the
+    # paper B (arXiv:2202.00282): III/IV/tail set the surrogate's dampening / sharpness / tail, I/II the
     # recurrent weights of every LIF/ALIF layer at build time
     conditions: tuple[Condition, ...] = option((), "[lif, alif] stability conditions applied at build time")
     r_min: float = option(0.4, "[lru, reslru] smallest eigenvalue modulus at init")

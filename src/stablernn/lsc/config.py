@@ -1,4 +1,4 @@
-"""Typed options of LSC pre-training (paper A, arXiv:2308.12075, Sec. 3; docs/lsc.md), kept apart from the loop so
+"""Typed options of LSC pre-training (paper A, arXiv:2308.12075; docs/lsc.md), kept apart from the loop so
 configs import it cheaply."""
 from __future__ import annotations
 

@@ -86,7 +86,7 @@ def _masked_var(p: LayerParams) -> Tensor:
 
 @dataclass
 class DesignConfig:
-    """Which conditions of paper B (arXiv:2202.00282, Sec. 3) to apply and how; each field's help says what it
+    """Which conditions of paper B (arXiv:2202.00282) to apply and how; each field's help says what it
     does. Condition III per neuron is the paper's type (c), its mean type (d); the tail condition fits q of
     ``q_pseudospike`` (then ``shape`` must be ``q_pseudospike``)."""
 

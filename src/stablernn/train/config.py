@@ -43,7 +43,7 @@ class TrainConfig:
     time_limit: float | None = option(None, "seconds of training, then stop after the current epoch")
     progress: bool = option(True, "show a progress bar")
     threads: int | None = option(None, "torch CPU threads (default: torch's)")
-    # firing-rate control for spiking layers (paper B, arXiv:2202.00282, Sec. 3; docs/surrogates.md): initial rate
+    # firing-rate control for spiking layers (paper B, arXiv:2202.00282, Fig. 3; docs/surrogates.md): initial rate
     # fitted before training, and a sparsity loss weight * ramp(epoch) * mean_l (rate_l - final_rate)^2
     init_rate: float | None = option(None, "[lif, alif] fit the initial firing rate to this before training")
     final_rate: float | None = option(None, "[lif, alif] target rate of the sparsity loss (None: no sparsity loss)")
@@ -51,7 +51,7 @@ class TrainConfig:
     rate_ramp: tuple[float, float] = option((0.2, 0.6), "[lif, alif] START:END fractions of training over which "
                                             "the sparsity loss is switched in")
     rate_schedule: RampKind = option("linear", "[lif, alif] shape of the sparsity-loss ramp")
-    # gradient flossing (Engelken 2023, arXiv:2312.17306): weight * mean_b (top-k Lyapunov exponents - target)^2
+    # gradient flossing (Engelken 2023): weight * mean_b (top-k Lyapunov exponents - target)^2
     # added to the loss, estimated on each training batch's inputs
     flossing_weight: float = option(0.0, "gradient-flossing loss weight (0: off)")
     flossing_k: int = option(1, "gradient flossing: number of top Lyapunov exponents pushed to the target")
