@@ -185,7 +185,7 @@ class DeepRNN(nn.Module):
 
 
 class FFN(nn.Module):
-    """Deep feed-forward net (spec §2.6): ``depth`` x [Linear(width) -> activation] -> Linear(output).
+    """Deep feed-forward net (arXiv:2308.12075, Fig. 2): ``depth`` x [Linear(width) -> activation] -> Linear(output).
 
     ``init``: ``glorot`` (normal, variance 2/(fan_in+fan_out)), ``he`` (normal, 2/fan_in) or ``orthogonal``;
     biases 0. Inputs ``[B, F]`` or sequences ``[B, T, F]`` (flattened to ``[B, T*F]``); output ``[B, C]``.

@@ -1,4 +1,4 @@
-"""Surrogate-gradient (SG) spike functions (spec §3).
+"""Surrogate-gradient (SG) spike functions (paper B, arXiv:2202.00282; docs/surrogates.md).
 
 Forward: the Heaviside step ``z = H(v) = 1[v > 0]``. Backward: ``dz/dv = f(v) = dampening * g(sharpness * v)``
 where every shape ``g`` has ``g(0) = 1`` and ``∫ g = 1``, so ``f(0) = dampening`` (γ) and ``∫ f = dampening /

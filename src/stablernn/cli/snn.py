@@ -140,7 +140,7 @@ def snn_design(
     json_out: Path | None = typer.Option(None, "--json", help="also write the design as JSON to this file"),
 ) -> None:
     """Predict the SG (shape, dampening γ, sharpness s, tail q) and the recurrent init of a LIF/ALIF network from
-    the stability Conditions I-IV (spec §4), print them, and optionally train with them.
+    the stability Conditions I-IV (paper B, arXiv:2202.00282), print them, and optionally train with them.
 
     Example: stablernn snn-design --task digits --cell alif --layers 2 --width 64 --train --epochs 20
     """

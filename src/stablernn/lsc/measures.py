@@ -1,4 +1,4 @@
-"""Per-sample one-step Jacobians of every transition family, and their radii (spec §1.2–1.3).
+"""Per-sample one-step Jacobians of every transition family, and their radii (paper A; docs/lsc.md).
 
 A *transition* is a one-sample function ``fn(source [d_in], *context) -> target [d_out]`` plus a batch of sources
 ``[B, d_in]`` and per-sample context tensors ``[B, ...]`` (the layer's input, the other state pieces). The same

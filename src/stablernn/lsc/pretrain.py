@@ -1,4 +1,4 @@
-"""LSC pre-training: bring the radius of every one-step transition Jacobian to a target (spec §1.1, §1.4, §1.6).
+"""LSC pre-training: bring the radius of every one-step transition Jacobian to a target (arXiv:2308.12075; docs/lsc.md).
 
 Loss per optimisation step: the mean over the measured transitions (family, layer) of ``mean_b (ρ_b - target)^2``.
 
@@ -7,7 +7,7 @@ Loss per optimisation step: the mean over the measured transitions (family, laye
   truncated BPTT of length 1). Families: time, depth, encoder, decoder.
 - FFN: each batch is one step; encoder = first layer, depth = consecutive layer pairs, decoder = readout.
 - Gradient pre-training (AdaBelief + Lookahead as in the papers' code) on every weight, plus one of the released
-  code's heuristics (spec §1.4 "wmultiplier", for τ and ν only): after each step, a cell's fixed time constants are
+  code's heuristics ("wmultiplier", for τ and ν only; docs/lsc.md): after each step, a cell's fixed time constants are
   multiplied by ``clip(target / time radius, 1 ± rescale_clip)`` when the cell offers ``scale_time_constants``
   (``LSCConfig.rescale_time``). It is there because it was measured necessary: a LIF's time radius cannot go below
   its leak by any weight change, and an LRU's ``max |λ|`` moves one eigenvalue per gradient step. Weight shuffling
@@ -195,7 +195,7 @@ def check_config(cfg: LSCConfig) -> None:
 
 def make_lsc_optimizer(params: Iterable[nn.Parameter], config: LSCConfig) -> torch.optim.Optimizer:
     """AdaBelief (rectified, ε = 1e-14, decoupled decay ``w -= lr·wd·w``) + Lookahead(6, 0.5), as the papers' tfa
-    settings (spec §1.4, §7 item 28), or AdamW."""
+    settings (docs/lsc.md, "Choices that differ from the papers' code"), or AdamW."""
     from ..optim import make_optimizer
 
     return make_optimizer(params, config.optimizer, config.lr, config.weight_decay)

@@ -42,7 +42,7 @@ def draw_recurrent(mask: Tensor, mean: Tensor | float, var: Tensor | float, *,
     zero where ``mask`` is 0.
 
     ``as_in_code=True`` reproduces the authors' Condition II init, whose realised variance is ``√var / n`` instead of
-    ``var`` (spec §7.3; only to reproduce their figures).
+    ``var`` (docs/surrogates.md, deviation 7.3; only to reproduce their figures).
     """
     n = mask.shape[0]
     mean_t = torch.as_tensor(mean, dtype=torch.float64).expand(n)
@@ -176,7 +176,7 @@ def _mean(t: Tensor) -> str:
 
 def stability_design(cell: nn.Module, task_stats: TaskStats, config: DesignConfig | None = None, *,
                      generator: torch.Generator | None = None) -> Design:
-    """Design one LIF/ALIF layer from the stability conditions (spec §4), without modifying ``cell``.
+    """Design one LIF/ALIF layer from the stability conditions (paper B, arXiv:2202.00282), without modifying ``cell``.
 
     Order, as in the papers' ``build``: Conditions I+II draw the recurrent weights; Conditions III and IV (or the
     tail fit) are then evaluated on those weights. ``task_stats`` are the statistics of this layer's input
