@@ -298,7 +298,7 @@ def matrix_free_norm(tr: Transition, max_iter: int = 64, tol: float = 1e-4,
 
 
 def choose_engine(tr: Transition, engine: Engine = "auto", exact_max_dim: int = EXACT_MAX_DIM,
-                  measure: str = "radius") -> str:
+                  measure: Measure = "radius") -> str:
     """``exact`` or ``matrix_free``: ``auto`` picks exact while the (square) Jacobian is at most ``exact_max_dim``.
 
     A norm is matrix-free as soon as either side is larger: materialising a decoder Jacobian over a 10k vocabulary

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from ..models import detach_states, eval_mode
-from .config import FAMILIES, LSCConfig
+from .config import FAMILIES, Engine, LSCConfig, Measure
 from .measures import Transition, transition_measure
 from .radii import batch_x, radii_over_time
 from .transitions import as_stack, ffn_transitions, is_ffn, layer_counts, report_index, rnn_transitions
@@ -419,7 +419,7 @@ def _subset_layers(trs: list[Transition], k: int, gen: torch.Generator) -> list[
 
 
 def lsc_loss(model: nn.Module, x_t: Tensor, states: list[Any], targets: dict[str, float], *,
-             measure: str = "radius", engine: str = "auto", generator: torch.Generator | None = None
+             measure: Measure = "radius", engine: Engine = "auto", generator: torch.Generator | None = None
              ) -> tuple[Tensor, list[Any]]:
     """The LSC loss of one time step of a stack (for users who write their own loop): ``(loss, new states)``;
     ``targets`` per family (e.g. from :func:`resolve_targets`). Call it in eval mode (dropout off)."""
