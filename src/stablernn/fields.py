@@ -3,8 +3,8 @@
 The config dataclasses (``ModelConfig``, ``DataConfig``, ``TrainConfig``, ``LSCConfig``, ``DesignConfig``,
 ``DynamicsConfig``) declare their fields with :func:`option`, so the help lives next to the field and the command
 line (``stablernn.cli.options``) shows the same words. Their ``__post_init__`` calls :func:`check_fields`, which
-rejects a value outside a ``Literal``'s choices or of the wrong kind in one line naming the config, the field and
-what is allowed. Plain standard library only: every layer of the package imports this module.
+rejects a value outside a ``Literal``'s choices or of the wrong kind in one line naming the field and what is
+allowed. Plain standard library only: every layer of the package imports this module.
 """
 from __future__ import annotations
 
@@ -93,38 +93,38 @@ def _kind_name(tp: Any, plural: bool = False) -> str:
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
 
 
-def check_fields(obj: Any, error: type[ValueError] = ValueError) -> None:
-    """Raise ``error`` (one line: config, field, allowed values) for a field of dataclass ``obj`` whose value is
-    outside its ``Literal`` choices, or not of its plain kind (bool, int, float, str, each optionally ``| None``).
+def check_fields(obj: Any, error: type[ValueError] = ValueError, prefix: str = "") -> None:
+    """Raise ``error`` (one line naming the field and the allowed values, the field's name after ``prefix``, e.g.
+    ``"LSC "``) for a field of dataclass ``obj`` whose value is outside its ``Literal`` choices, or not of its plain
+    kind (bool, int, float, str, each optionally ``| None``; tuples of them).
     """
-    label = type(obj).__name__
     for f in dataclasses.fields(obj):
         tp = _hints(type(obj))[f.name]
         value = getattr(obj, f.name)
         args = _union_args(tp)
         if value is None:
             if type(None) not in args:
-                raise error(f"{label}: {f.name} must not be None")
+                raise error(f"{prefix}{f.name} must not be None")
             continue
         choices = literal_choices(tp)
         if choices is not None and is_tuple_field(tp):
             if isinstance(value, str) or not isinstance(value, (tuple, list)):
-                raise error(f"{label}: {f.name} must be a list of {', '.join(choices)}, got {value!r}")
+                raise error(f"{prefix}{f.name} must be a list of {', '.join(choices)}, got {value!r}")
             bad = sorted({str(v) for v in value} - set(choices))
             if bad:
-                raise error(f"{label}: unknown {_plural(f.name)} {bad}; choose from {', '.join(choices)}")
+                raise error(f"unknown {prefix}{_plural(f.name)} {bad}; choose from {', '.join(choices)}")
         elif choices is not None:
             if value not in choices:
-                raise error(f"{label}: unknown {f.name} {value!r}; choose one of {', '.join(choices)}")
+                raise error(f"unknown {prefix}{f.name} {value!r}; choose one of {', '.join(choices)}")
         elif is_tuple_field(tp):
             inner = [a for a in typing.get_args(next(a for a in args if typing.get_origin(a) is tuple))
                      if a is not Ellipsis]
             if not isinstance(value, (tuple, list)) or not all(_kind_ok(inner[0], v) for v in value):
-                raise error(f"{label}: {f.name} must be a list of {_kind_name(inner[0], plural=True)}, got {value!r}")
+                raise error(f"{prefix}{f.name} must be a list of {_kind_name(inner[0], plural=True)}, got {value!r}")
         else:
             kinds = [a for a in args if a is not type(None)]
             if len(kinds) == 1 and not _kind_ok(kinds[0], value):
-                raise error(f"{label}: {f.name} must be {_kind_name(kinds[0])}, got {value!r}")
+                raise error(f"{prefix}{f.name} must be {_kind_name(kinds[0])}, got {value!r}")
 
 
 def require(ok: bool, message: str, error: type[ValueError] = ValueError) -> None:

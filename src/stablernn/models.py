@@ -307,21 +307,21 @@ def validate_model_config(cfg: ModelConfig) -> None:
     check_fields(cfg)
     for name in ("layers", "width"):
         v = getattr(cfg, name)
-        require(v >= 1, f"ModelConfig: {name} must be a positive integer, got {v!r}")
+        require(v >= 1, f"{name} must be a positive integer, got {v!r}")
     for name in ("embedding_size", "state_size"):
         v = getattr(cfg, name)
-        require(v is None or v >= 1, f"ModelConfig: {name} must be a positive integer or None, got {v!r}")
-    require(0.0 <= cfg.dropout < 1.0, f"ModelConfig: dropout must be in [0, 1), got {cfg.dropout}")
-    require(cfg.tau > 0, f"ModelConfig: tau must be > 0 (steps), got {cfg.tau}")
+        require(v is None or v >= 1, f"{name} must be a positive integer or None, got {v!r}")
+    require(0.0 <= cfg.dropout < 1.0, f"dropout must be in [0, 1), got {cfg.dropout}")
+    require(cfg.tau > 0, f"tau must be > 0 (steps), got {cfg.tau}")
     require(cfg.tau_adapt is None or cfg.tau_adapt > 0,
-            f"ModelConfig: tau_adapt must be > 0 (steps), got {cfg.tau_adapt}")
+            f"tau_adapt must be > 0 (steps), got {cfg.tau_adapt}")
     require(cfg.dampening > 0 and cfg.sharpness > 0,
-            f"ModelConfig: dampening and sharpness must be > 0, got {cfg.dampening} and {cfg.sharpness}")
-    require(cfg.tail is None or cfg.tail > 1, f"ModelConfig: tail q must be > 1, got {cfg.tail}")
+            f"dampening and sharpness must be > 0, got {cfg.dampening} and {cfg.sharpness}")
+    require(cfg.tail is None or cfg.tail > 1, f"tail q must be > 1, got {cfg.tail}")
     require(0.0 <= cfg.r_min <= cfg.r_max <= 1.0,
-            f"ModelConfig: need 0 <= r_min <= r_max <= 1, got r_min={cfg.r_min}, r_max={cfg.r_max}")
+            f"need 0 <= r_min <= r_max <= 1, got r_min={cfg.r_min}, r_max={cfg.r_max}")
     if cfg.conditions and cfg.cell not in SPIKING_CELLS:
-        raise ValueError(f"ModelConfig: conditions apply to spiking cells (lif, alif), not to cell {cfg.cell!r}")
+        raise ValueError(f"conditions apply to spiking cells (lif, alif), not to cell {cfg.cell!r}")
 
 
 def make_cell(cfg: ModelConfig, input_size: int, hidden_size: int, seq_len: int = 100) -> nn.Module:

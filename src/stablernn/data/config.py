@@ -56,8 +56,8 @@ class DataConfig:
         check_fields(self, DataError)
         for name in ("batch_size", "eval_batch_size", "time_repeat"):
             v = getattr(self, name)
-            require(v >= 1, f"DataConfig: {name} must be >= 1, got {v}", DataError)
-        require(0.0 <= self.val_fraction < 1.0, f"DataConfig: val_fraction must be in [0, 1), got "
+            require(v >= 1, f"{name} must be >= 1, got {v}", DataError)
+        require(0.0 <= self.val_fraction < 1.0, f"val_fraction must be in [0, 1), got "
                 f"{self.val_fraction}", DataError)
-        require(self.shd_dt > 0 and self.shd_window > 0, f"DataConfig: shd_dt and shd_window must be > 0, got "
+        require(self.shd_dt > 0 and self.shd_window > 0, f"shd_dt and shd_window must be > 0, got "
                 f"{self.shd_dt} and {self.shd_window}", DataError)

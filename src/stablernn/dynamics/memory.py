@@ -334,14 +334,14 @@ class DynamicsConfig:
         check_fields(self)
         for name in ("lyapunov", "memory", "ipc_degree", "draws"):
             v = getattr(self, name)
-            require(v >= 0, f"DynamicsConfig: {name} must be >= 0, got {v}")
-        require(self.transient is None or self.transient >= 0, f"DynamicsConfig: transient must be >= 0 or None, "
+            require(v >= 0, f"{name} must be >= 0, got {v}")
+        require(self.transient is None or self.transient >= 0, f"transient must be >= 0 or None, "
                 f"got {self.transient}")
-        require(self.ipc_window is None or self.ipc_window >= 1, f"DynamicsConfig: ipc_window must be >= 1 or "
+        require(self.ipc_window is None or self.ipc_window >= 1, f"ipc_window must be >= 1 or "
                 f"None, got {self.ipc_window}")
-        require(self.streams >= 1 and self.n_steps >= 2, f"DynamicsConfig: need streams >= 1 and n_steps >= 2, got "
+        require(self.streams >= 1 and self.n_steps >= 2, f"need streams >= 1 and n_steps >= 2, got "
                 f"{self.streams} and {self.n_steps}")
-        require(self.ridge is None or self.ridge >= 0, f"DynamicsConfig: ridge must be >= 0 or None, got "
+        require(self.ridge is None or self.ridge >= 0, f"ridge must be >= 0 or None, got "
                 f"{self.ridge}")
 
     def windows(self) -> dict[int, int]:

@@ -74,7 +74,7 @@ class LSCConfig:
         if bad:
             raise ValueError(f"unknown LSC families {sorted(bad)}; choose from {', '.join(FAMILIES)}")
         check_target(self.target)
-        check_fields(self)
+        check_fields(self, prefix="LSC ")
         for name in ("max_steps", "patience", "batches", "exact_max_dim", "mf_iters"):
             v = getattr(self, name)
             require(v >= 1, f"LSC {name} must be a positive integer, got {v!r}")

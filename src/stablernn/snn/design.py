@@ -109,10 +109,10 @@ class DesignConfig:
 
     def __post_init__(self) -> None:
         if self.shape not in names():  # the surrogate's name, as everywhere else
-            raise ValueError(f"DesignConfig: unknown surrogate {self.shape!r} for shape; choose one of "
+            raise ValueError(f"unknown surrogate {self.shape!r} for shape; choose one of "
                              f"{', '.join(names())}")
         check_fields(self)
-        require(0.0 < self.rate < 1.0, f"DesignConfig: rate must be in (0, 1), got {self.rate}")
+        require(0.0 < self.rate < 1.0, f"rate must be in (0, 1), got {self.rate}")
         if "tail" in self.conditions and shape_of(self.shape).name != "q_pseudospike":
             raise ValueError("the tail condition fits q of the q_pseudospike shape; set shape='q_pseudospike'")
         if "II" in self.conditions and "I" not in self.conditions:

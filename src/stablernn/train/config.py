@@ -62,24 +62,24 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_fields(self)
         for name in ("epochs", "warmup_steps"):
-            require(getattr(self, name) >= 0, f"TrainConfig: {name} must be >= 0, got {getattr(self, name)}")
+            require(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("max_batches", "eval_every", "patience", "threads", "flossing_k"):
             v = getattr(self, name)
-            require(v is None or v >= 1, f"TrainConfig: {name} must be >= 1, got {v}")
-        require(self.lr > 0, f"TrainConfig: lr must be > 0, got {self.lr}")
+            require(v is None or v >= 1, f"{name} must be >= 1, got {v}")
+        require(self.lr > 0, f"lr must be > 0, got {self.lr}")
         require(self.weight_decay >= 0 and self.rate_weight >= 0 and self.flossing_weight >= 0,
-                "TrainConfig: weight_decay, rate_weight and flossing_weight must be >= 0")
-        require(self.clip_norm is None or self.clip_norm > 0, f"TrainConfig: clip_norm must be > 0 or None, got "
+                "weight_decay, rate_weight and flossing_weight must be >= 0")
+        require(self.clip_norm is None or self.clip_norm > 0, f"clip_norm must be > 0 or None, got "
                 f"{self.clip_norm}")
-        require(self.time_limit is None or self.time_limit > 0, f"TrainConfig: time_limit must be > 0 or None, "
+        require(self.time_limit is None or self.time_limit > 0, f"time_limit must be > 0 or None, "
                 f"got {self.time_limit}")
         require(re.fullmatch(r"auto|[a-z_]+(:\d+)?", self.device) is not None,
-                f"TrainConfig: device must be auto, cpu, cuda or cuda:N (a torch device), got {self.device!r}")
+                f"device must be auto, cpu, cuda or cuda:N (a torch device), got {self.device!r}")
         for name in ("init_rate", "final_rate"):
             v = getattr(self, name)
-            require(v is None or 0.0 <= v <= 1.0, f"TrainConfig: {name} must be a firing rate in [0, 1], got {v}")
+            require(v is None or 0.0 <= v <= 1.0, f"{name} must be a firing rate in [0, 1], got {v}")
         start, end = self.rate_ramp
-        require(0.0 <= start <= end <= 1.0, f"TrainConfig: rate_ramp needs 0 <= start <= end <= 1, got "
+        require(0.0 <= start <= end <= 1.0, f"rate_ramp needs 0 <= start <= end <= 1, got "
                 f"{self.rate_ramp}")
 
 
@@ -97,12 +97,12 @@ class RunConfig:
     def __post_init__(self) -> None:
         for name in ("name", "out_dir"):
             v = getattr(self, name)
-            require(isinstance(v, str) and v.strip() != "", f"RunConfig: {name} must be a non-empty string, got {v!r}")
+            require(isinstance(v, str) and v.strip() != "", f"{name} must be a non-empty string, got {v!r}")
         for name, cls in (("model", ModelConfig), ("data", DataConfig), ("train", TrainConfig)):
             v = getattr(self, name)
-            require(isinstance(v, cls), f"RunConfig: {name} must be a {cls.__name__}, got {type(v).__name__}")
+            require(isinstance(v, cls), f"{name} must be a {cls.__name__}, got {type(v).__name__}")
         require(self.lsc is None or isinstance(self.lsc, LSCConfig),
-                f"RunConfig: lsc must be an LSCConfig or None, got {type(self.lsc).__name__}")
+                f"lsc must be an LSCConfig or None, got {type(self.lsc).__name__}")
 
     @property
     def run_dir(self) -> Path:
