@@ -162,6 +162,7 @@ def test_bad_choices_on_the_command_line_are_one_line_errors(argv, msg, tmp_path
     (TrainConfig, {"device": "gpu 0"}, ValueError, ["device", "cuda:N"]),
     (TrainConfig, {"rate_ramp": (0.6, 0.2)}, ValueError, ["rate_ramp", "start <= end"]),
     (TrainConfig, {"rate_ramp": ("a", "b")}, ValueError, ["rate_ramp", "numbers"]),
+    (TrainConfig, {"rate_ramp": (0.2,)}, ValueError, ["rate_ramp", "2 values"]),
     (TrainConfig, {"lr": 0.0}, ValueError, ["lr", "> 0"]),
     (LSCConfig, {"measure": "trace"}, ValueError, ["measure", "radius", "norm", "probe"]),
     (LSCConfig, {"rectangular": "crop"}, ValueError, ["rectangular", "subsample", "norm"]),

@@ -117,10 +117,11 @@ def check_fields(obj: Any, error: type[ValueError] = ValueError, prefix: str = "
             if value not in choices:
                 raise error(f"unknown {prefix}{f.name} {value!r}; choose one of {', '.join(choices)}")
         elif is_tuple_field(tp):
-            inner = [a for a in typing.get_args(next(a for a in args if typing.get_origin(a) is tuple))
-                     if a is not Ellipsis]
+            inner = typing.get_args(next(a for a in args if typing.get_origin(a) is tuple))
             if not isinstance(value, (tuple, list)) or not all(_kind_ok(inner[0], v) for v in value):
                 raise error(f"{prefix}{f.name} must be a list of {_kind_name(inner[0], plural=True)}, got {value!r}")
+            if Ellipsis not in inner and len(value) != len(inner):
+                raise error(f"{prefix}{f.name} must hold {len(inner)} values, got {value!r}")
         else:
             kinds = [a for a in args if a is not type(None)]
             if len(kinds) == 1 and not _kind_ok(kinds[0], value):
