@@ -19,7 +19,7 @@ def _run(argv, capsys):
     (["train", "--cell", "foo"], "unknown cell 'foo'; choose one of lstm, gru"),
     (["train", "--task", "nope"], "unknown task 'nope'; known tasks: adding"),
     (["train", "--width", "-3"], "width must be a positive integer, got -3"),
-    (["train", "--optimizer", "lion"], "--optimizer must be one of adamw"),
+    (["train", "--optimizer", "lion"], "unknown optimizer 'lion'; choose one of adamw"),
     (["train", "--rate-ramp", "a:b"], "--rate-ramp expects values separated by ':'"),
     (["train", "--config", "missing.toml"], "config file missing.toml does not exist"),
 ])

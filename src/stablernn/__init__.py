@@ -3,7 +3,7 @@
 LSC pre-training (every one-step transition Jacobian brought to a target radius) and stable surrogate gradients for
 spiking neurons, on one explicit-state cell interface. See README.md and docs/.
 """
-from . import surrogate
+from . import fields, surrogate
 from .cells import ALIFCell, Cell, ElmanCell, GRUCell, LIFCell, LRUCell, LSTMCell, ResLRUCell, check_cell
 from .data import DataConfig, load_task
 from .diagnostics import firing_rates, gradient_grid
@@ -49,6 +49,7 @@ __all__ = [
     "check_cell",
     "design_model",
     "dynamics_profile",
+    "fields",
     "firing_rates",
     "fit",
     "flossing_loss",

@@ -3,7 +3,7 @@
 - :func:`radii_over_time`: the batch-mean radius of every transition family at every layer, at each measured time
   step of a batch ``x [B, T, F]`` (states carried from zero);
 - :func:`gradient_grid`: ``|dL/ds[t, l]|`` for every layer ``l`` and step ``t``, the gradient that reaches each node
-  of the depth x time grid (paper A, arXiv:2308.12075, §2) (per-sample norms, averaged over the batch);
+  of the depth x time grid of paper A, arXiv:2308.12075 (per-sample norms, averaged over the batch);
 - :func:`firing_rates`: mean spike output of every spiking layer;
 - :func:`plot_gradient_grid`, :func:`plot_radii_over_time`: the figures ``stablernn diagnose`` writes.
 """

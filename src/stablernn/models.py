@@ -7,8 +7,9 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import typing
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 import torch
@@ -18,11 +19,15 @@ from torch import Tensor, nn
 from .cells import ALIFCell, ElmanCell, GRUCell, LIFCell, LRUCell, LSTMCell, ResLRUCell
 from .cells import output_size as output_size_of
 from .cells.base import CellProtocol, SequenceFast, State, run_steps
-from .cells.rnn import activation_fn
+from .cells.resets import Reset
+from .cells.rnn import Activation, activation_fn
 from .cells.spiking import default_tau_adapt
 from .data.base import TaskInfo
+from .fields import check_fields, option, require
+from .snn.conditions import CONDITIONS, Condition  # noqa: F401  (CONDITIONS: re-exported with the config)
 from .snn.design import DesignConfig, apply_design_, design_model
 from .snn.stats import task_stats
+from .surrogate import SurrogateName
 
 EncoderKind = Literal["auto", "identity", "linear", "embedding"]
 ReadoutKind = Literal["linear", "tied", "none"]
@@ -216,14 +221,14 @@ class DeepRNN(nn.Module):
 
 
 class FFN(nn.Module):
-    """Deep feed-forward net (spec §2.6): ``depth`` x [Linear(width) -> activation] -> Linear(output).
+    """Deep feed-forward net (arXiv:2308.12075, Fig. 2): ``depth`` x [Linear(width) -> activation] -> Linear(output).
 
     ``init``: ``glorot`` (normal, variance 2/(fan_in+fan_out)), ``he`` (normal, 2/fan_in) or ``orthogonal``;
     biases 0. Inputs ``[B, F]`` or sequences ``[B, T, F]`` (flattened to ``[B, T*F]``); output ``[B, C]``.
     """
 
-    def __init__(self, depth: int, width: int, *, input_size: int, output_size: int, activation: str = "relu",
-                 init: Literal["glorot", "he", "orthogonal"] = "glorot"):
+    def __init__(self, depth: int, width: int, *, input_size: int, output_size: int,
+                 activation: FFNActivation = "relu", init: FFNInit = "glorot"):
         super().__init__()
         if depth < 1 or width < 1:
             raise ValueError(f"FFN needs depth >= 1 and width >= 1, got depth={depth}, width={width}")
@@ -279,46 +284,53 @@ def _init_linear(lin: nn.Linear, init: str) -> None:
 
 
 # --- typed config -----------------------------------------------------------------------------------------------
-CELL_KINDS: tuple[str, ...] = ("lstm", "gru", "relu_rnn", "sigmoid_rnn", "tanh_rnn", "swish_rnn", "lif", "alif",
-                               "lru", "reslru", "ffn")
+SpikingCellKind = Literal["lif", "alif"]
+SPIKING_CELLS: tuple[str, ...] = typing.get_args(SpikingCellKind)
+CellKind = Literal["lstm", "gru", "relu_rnn", "sigmoid_rnn", "tanh_rnn", "swish_rnn", SpikingCellKind, "lru", "reslru",
+                   "ffn"]
+CELL_KINDS: tuple[str, ...] = typing.get_args(CellKind)
+# paper B (arXiv:2202.00282): Conditions I-IV, plus the fitted tail q of q-PseudoSpike (docs/surrogates.md)
+FFNActivation = Literal[Activation, "sin", "cos", "linear"]
+FFNInit = Literal["glorot", "he", "orthogonal"]
 
 
 @dataclass
 class ModelConfig:
-    """What network to build. Fields a cell kind does not use are ignored by it."""
+    """What network to build. Fields a cell kind does not use are ignored by it; every value is checked on
+    construction (``ValueError`` naming the field and the allowed values)."""
 
-    cell: str = "lstm"  # one of CELL_KINDS
-    layers: int = 2
-    width: int = 128
-    encoder: EncoderKind = "auto"  # auto: embedding for token tasks, identity otherwise
-    embedding_size: int | None = None  # for encoder="embedding" (default: width)
-    readout: ReadoutKind = "linear"
-    residual: bool = False
-    dropout: float = 0.0
-    # spiking cells (lif, alif)
-    tau: float = 20.0  # membrane time constant in steps (the papers' code: 0.1)
-    tau_adapt: float | None = None  # ALIF adaptation time constant in steps; None = half the sequence length
-    threshold: float = 1.0
-    beta: float = 1.8
-    reset: str = "subtract"  # subtract | multiplicative | mult_leak
-    detach_reset: bool = True
-    surrogate: str = "fast_sigmoid"
-    dampening: float = 1.0
-    sharpness: float = 1.0
-    tail: float | None = None  # q of q_pseudospike
-    learn_tau: bool = False
-    learn_threshold: bool = False
-    # stability conditions (paper B, spec §4) applied to every LIF/ALIF layer at build time: any of I, II, III, IV,
-    # tail; III/IV/tail set the surrogate's dampening / sharpness / tail, I/II the recurrent weights
-    conditions: tuple[str, ...] = ()
-    # LRU
-    r_min: float = 0.4
-    r_max: float = 0.99
-    max_phase: float = math.pi / 10
-    state_size: int | None = None
-    # ffn
-    activation: str = "relu"
-    init: str = "glorot"
+    cell: CellKind = option("lstm", "layer kind (the *_rnn are Elman cells; ffn: a feed-forward net on the "
+                            "flattened sequence)")
+    layers: int = option(2, "number of stacked layers")
+    width: int = option(128, "units per layer")
+    encoder: EncoderKind = option("auto", "input encoder; auto: embedding for token tasks, identity otherwise")
+    embedding_size: int | None = option(None, "encoder output size for encoder=embedding/linear (default: width)")
+    readout: ReadoutKind = option("linear", "per-step readout: linear, or tied to the embedding")
+    residual: bool = option(False, "add each layer's input to its output where the widths match")
+    dropout: float = option(0.0, "dropout before every recurrent layer, in [0, 1)")
+    tau: float = option(20.0, "[lif, alif] membrane time constant in steps (the papers' code: 0.1)")
+    tau_adapt: float | None = option(None, "[alif] adaptation time constant in steps (default: half the sequence "
+                                     "length)")
+    threshold: float = option(1.0, "[lif, alif] firing threshold")
+    beta: float = option(1.8, "[alif] adaptation strength: how much each spike raises the threshold")
+    reset: Reset = option("subtract", "[lif, alif] reset after a spike")
+    detach_reset: bool = option(True, "[lif, alif] no gradient through the reset")
+    surrogate: SurrogateName = option("fast_sigmoid", "[lif, alif] surrogate-gradient shape (or another "
+                                      "library's alias); docs/surrogates.md")
+    dampening: float = option(1.0, "[lif, alif] surrogate peak gamma = f(0)")
+    sharpness: float = option(1.0, "[lif, alif] surrogate sharpness s: its area is gamma/s")
+    tail: float | None = option(None, "[lif, alif] tail q of q_pseudospike, > 1 (default: 1.56)")
+    learn_tau: bool = option(False, "[lif, alif] learn the time constants")
+    learn_threshold: bool = option(False, "[lif, alif] learn the thresholds")
+    # paper B (arXiv:2202.00282): III/IV/tail set the surrogate's dampening / sharpness / tail, I/II the
+    # recurrent weights of every LIF/ALIF layer at build time
+    conditions: tuple[Condition, ...] = option((), "[lif, alif] stability conditions applied at build time")
+    r_min: float = option(0.4, "[lru, reslru] smallest eigenvalue modulus at init")
+    r_max: float = option(0.99, "[lru, reslru] largest eigenvalue modulus at init")
+    max_phase: float = option(math.pi / 10, "[lru, reslru] largest eigenvalue phase at init (radians)")
+    state_size: int | None = option(None, "[lru, reslru] complex state size (default: width)")
+    activation: FFNActivation = option("relu", "[ffn] activation of the hidden layers")
+    init: FFNInit = option("glorot", "[ffn] weight init: glorot or he (normal), or orthogonal")
 
     def __post_init__(self) -> None:
         validate_model_config(self)
@@ -326,37 +338,24 @@ class ModelConfig:
 
 def validate_model_config(cfg: ModelConfig) -> None:
     """Raise ``ValueError`` naming the field and the allowed values."""
-    if cfg.cell not in CELL_KINDS:
-        raise ValueError(f"unknown cell {cfg.cell!r}; choose one of {', '.join(CELL_KINDS)}")
+    check_fields(cfg)
     for name in ("layers", "width"):
         v = getattr(cfg, name)
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    if not 0.0 <= cfg.dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {cfg.dropout}")
-    if cfg.encoder not in ("auto", "identity", "linear", "embedding"):
-        raise ValueError(f"unknown encoder {cfg.encoder!r}; choose auto, identity, linear or embedding")
-    if cfg.readout not in ("linear", "tied"):
-        raise ValueError(f"unknown readout {cfg.readout!r}; choose linear or tied")
-    from .cells.spiking import RESETS
-    from .surrogate import names
-
-    if cfg.reset not in RESETS:
-        raise ValueError(f"unknown reset {cfg.reset!r}; choose one of {', '.join(RESETS)}")
-    if cfg.surrogate not in names():
-        raise ValueError(f"unknown surrogate {cfg.surrogate!r}; choose one of {', '.join(names())}")
-    if cfg.tau <= 0:
-        raise ValueError(f"tau must be > 0 (steps), got {cfg.tau}")
-    if cfg.tau_adapt is not None and cfg.tau_adapt <= 0:
-        raise ValueError(f"tau_adapt must be > 0 (steps), got {cfg.tau_adapt}")
-    allowed = ("I", "II", "III", "IV", "tail")
-    if not set(cfg.conditions) <= set(allowed):
-        raise ValueError(f"unknown condition(s) {sorted(set(cfg.conditions) - set(allowed))}; choose from "
-                         f"{', '.join(allowed)}")
-    if cfg.conditions and cfg.cell not in ("lif", "alif"):
+        require(v >= 1, f"{name} must be a positive integer, got {v!r}")
+    for name in ("embedding_size", "state_size"):
+        v = getattr(cfg, name)
+        require(v is None or v >= 1, f"{name} must be a positive integer or None, got {v!r}")
+    require(0.0 <= cfg.dropout < 1.0, f"dropout must be in [0, 1), got {cfg.dropout}")
+    require(cfg.tau > 0, f"tau must be > 0 (steps), got {cfg.tau}")
+    require(cfg.tau_adapt is None or cfg.tau_adapt > 0,
+            f"tau_adapt must be > 0 (steps), got {cfg.tau_adapt}")
+    require(cfg.dampening > 0 and cfg.sharpness > 0,
+            f"dampening and sharpness must be > 0, got {cfg.dampening} and {cfg.sharpness}")
+    require(cfg.tail is None or cfg.tail > 1, f"tail q must be > 1, got {cfg.tail}")
+    require(0.0 <= cfg.r_min <= cfg.r_max <= 1.0,
+            f"need 0 <= r_min <= r_max <= 1, got r_min={cfg.r_min}, r_max={cfg.r_max}")
+    if cfg.conditions and cfg.cell not in SPIKING_CELLS:
         raise ValueError(f"conditions apply to spiking cells (lif, alif), not to cell {cfg.cell!r}")
-    if cfg.init not in ("glorot", "he", "orthogonal"):
-        raise ValueError(f"unknown init {cfg.init!r}; choose glorot, he or orthogonal")
 
 
 def make_cell(cfg: ModelConfig, input_size: int, hidden_size: int, seq_len: int = 100) -> nn.Module:
@@ -433,11 +432,6 @@ def _architecture(cfg: ModelConfig, input_size: int, output_size: int, seq_len: 
         in_size = output_size_of(cell)
     return DeepRNN(cells, input_size=input_size, output_size=output_size, encoder=encoder, readout=cfg.readout,
                    residual=cfg.residual, dropout=cfg.dropout)
-
-
-def config_fields(cls: type) -> list[str]:
-    """Names of a config dataclass's fields (for CLIs and files)."""
-    return [f.name for f in fields(cls)]
 
 
 # --- helpers every consumer of a stack uses ------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Surrogate-gradient (SG) spike functions (spec §3).
+"""Surrogate-gradient (SG) spike functions (paper B, arXiv:2202.00282; docs/surrogates.md).
 
 Forward: the Heaviside step ``z = H(v) = 1[v > 0]``. Backward: ``dz/dv = f(v) = dampening * g(sharpness * v)``
 where every shape ``g`` has ``g(0) = 1`` and ``∫ g = 1``, so ``f(0) = dampening`` (γ) and ``∫ f = dampening /
@@ -159,6 +159,12 @@ class Shape:
     default_tail: float | None = None
     formula: str = ""
 
+
+ShapeName = Literal["rectangular", "triangular", "exponential", "gaussian", "sigmoid", "fast_sigmoid", "q_pseudospike",
+                    "cauchy"]
+AliasName = Literal["snntorch_atan", "snntorch_fast_sigmoid", "norse_super", "spikingjelly_sigmoid",
+                    "spikingjelly_atan"]
+SurrogateName = Literal[ShapeName, AliasName]  # what :func:`get` accepts; :data:`SHAPES` / :data:`ALIASES` define each
 
 SHAPES: dict[str, Shape] = {
     s.name: s
@@ -447,4 +453,5 @@ def shape_of(name: str) -> Shape:
     return SHAPES[name]
 
 
-__all__ = ["ALIASES", "SHAPES", "Alias", "Shape", "SpikeFunction", "get", "names", "resolve", "shape_of"]
+__all__ = ["ALIASES", "SHAPES", "Alias", "AliasName", "Shape", "ShapeName", "SpikeFunction", "SurrogateName", "get",
+           "names", "resolve", "shape_of"]

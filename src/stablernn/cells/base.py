@@ -1,4 +1,4 @@
-"""The cell step interface every recurrent layer implements (DESIGN.md "the cell step").
+"""The cell step interface every recurrent layer implements (README.md, docs/lsc.md "Your own cell").
 
 A cell is an ``nn.Module`` with an explicit, immutable state (a NamedTuple of ``[batch, .]`` tensors):
 

@@ -20,7 +20,7 @@ class LSTMState(NamedTuple):
 
 
 class LSTMCell(Cell):
-    """LSTM step (spec §2.2): glorot input kernel, orthogonal recurrent blocks, forget-gate bias 1.
+    """LSTM step (the papers' Keras code): glorot input kernel, orthogonal recurrent blocks, forget-gate bias 1.
 
     i, f, g, o = split(x W_ih^T + b_ih + h W_hh^T + b_hh); c' = σ(f) c + σ(i) tanh(g); h' = σ(o) tanh(c').
     The stability state is ``[h, c]`` (``[B, 2H]``): the cell state is part of the time transition.

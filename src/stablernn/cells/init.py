@@ -1,4 +1,4 @@
-"""Weight initialisers shared by the cells (Keras-like defaults, spec §8 "Keras init parity")."""
+"""Weight initialisers shared by the cells (Keras-like defaults, as the papers' TensorFlow code)."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""Linear recurrent unit (LRU, a diagonal complex state-space layer) and its residual block (spec §2.4).
+"""Linear recurrent unit (LRU, a diagonal complex state-space layer) and its residual block (arXiv:2303.06349; paper A).
 
     λ = exp(-exp(ν) + iθ)                 (|λ| < 1 for every real ν)
     x[t] = λ ⊙ x[t-1] + γ ⊙ (B u[t])       x ∈ C^N, B ∈ C^{N×in}, γ = exp(γ_log) (normalisation)
@@ -113,7 +113,7 @@ class LRUCell(Cell):
 
 
 class ResLRUCell(Cell):
-    """Residual LRU block (spec §2.4): ``x' = Dense(x)`` (if widths differ) -> ``u = LayerNorm(x')`` -> LRU ->
+    """Residual LRU block (as paper A's code): ``x' = Dense(x)`` (if widths differ) -> ``u = LayerNorm(x')`` -> LRU ->
     ``out = x' + Drop(GLU(Drop(GELU(y))))`` with ``GLU(y) = σ(y W1 + b1) ⊙ (y W3 + b3)``.
 
     ``dropout`` is the block's internal dropout (the papers' code fixed it at 0.1; default here 0.0).

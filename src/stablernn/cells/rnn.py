@@ -45,7 +45,7 @@ class HiddenStateCell(Cell):
 
 class ElmanCell(HiddenStateCell):
     """Simple RNN with Keras-like init: glorot-uniform input kernel, orthogonal recurrent kernel,
-    bias U(±sqrt(3/H)) (spec §2.2 `rsimplernn` / `ssimplernn`)."""
+    bias U(±sqrt(3/H)) (the papers' code's `rsimplernn` / `ssimplernn`)."""
 
     def __init__(self, input_size: int, hidden_size: int, activation: Activation = "tanh"):
         super().__init__(input_size, hidden_size)

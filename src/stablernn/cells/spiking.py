@@ -1,4 +1,4 @@
-"""Recurrent LIF and ALIF spiking cells (spec §2.3): a pure step function and two thin modules.
+"""Recurrent LIF and ALIF spiking cells (paper B, arXiv:2202.00282): a pure step function and two thin modules.
 
 Per neuron j, with decay δ = exp(-1/τ) and δ_a = exp(-1/τ_a):
 
@@ -100,11 +100,11 @@ class LIFCell(Cell):
     """Recurrent leaky integrate-and-fire layer; outputs spikes ``z [B, n]``; stability state ``v``.
 
     Args:
-        tau: membrane time constant in steps (scalar or per neuron). The papers' code used 0.1 (δ ≈ 0, spec §7.2);
+        tau: membrane time constant in steps (scalar or per neuron). The papers' code: 0.1 (δ ≈ 0, docs/surrogates.md);
             pass ``tau=0.1`` to reproduce it.
         threshold: firing threshold ϑ.
         reset: ``subtract`` | ``multiplicative`` | ``mult_leak``.
-        detach_reset: cut the gradient of the reset path (always on in the papers' code, spec §7.1).
+        detach_reset: cut the gradient of the reset path (always on in the papers' code, docs/surrogates.md 7.1).
         spike: a surrogate name (``stablernn.surrogate.names()``) or a callable spike function.
         self_connections: keep the diagonal of the recurrent matrix.
         learn_tau, learn_threshold: make those per-neuron vectors trainable.
@@ -206,7 +206,7 @@ class LIFCell(Cell):
 
 
 class ALIFCell(LIFCell):
-    """Adaptive LIF: the threshold rises by ``β a`` after spikes, ``a`` decaying with ``τ_a`` (spec §2.3).
+    """Adaptive LIF: the threshold rises by ``β a`` after spikes, ``a`` decaying with ``τ_a`` (arXiv:2202.00282).
 
     Stability state ``[v, a]`` (``[B, 2n]``). ``beta`` and ``tau_adapt`` may be per-neuron; ``learn_beta`` and
     ``learn_tau_adapt`` make them trainable. A negative β ("ALIF±", spec ``gaussbeta``) is allowed.
@@ -263,7 +263,7 @@ class ALIFCell(LIFCell):
 
 
 def default_tau_adapt(seq_len: int) -> float:
-    """The papers' adaptation time constant: half the (repeated) sequence length (spec §2.3)."""
+    """The papers' adaptation time constant: half the (repeated) sequence length (the papers' code)."""
     return max(1.0, seq_len / 2.0)
 
 

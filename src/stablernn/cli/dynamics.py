@@ -11,9 +11,20 @@ import torch
 import typer
 from torch import Tensor, nn
 
+from ..dynamics.memory import DynamicsConfig, FeatureKind
+from ..models import CellKind, ModelConfig
 from .app import app
+from .options import choice_option, field_default, field_help
 
 FIGURES = ("spectrum.png", "memory.png", "readout.png")
+
+
+def _h(name: str) -> str:
+    return field_help(DynamicsConfig, name)
+
+
+def _d(name: str) -> object:
+    return field_default(DynamicsConfig, name)
 
 
 def task_stream(loader: Any, streams: int, steps: int) -> Tensor:
@@ -161,30 +172,27 @@ def _save(fig: Any, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-@app.command(context_settings={"help_option_names": ["-h", "--help"]})
+@app.command()
 def dynamics(
     task: str = typer.Option("digits", "--task", help="task whose input size/classes shape the network and whose "
                              "examples, laid end to end, drive the Lyapunov spectrum"),
-    cell: str = typer.Option("gru", "--cell", help="cell kind: lstm, gru, tanh_rnn, relu_rnn, lif, alif, lru, ..."),
-    layers: int = typer.Option(2, "--layers", help="recurrent layers"),
-    width: int = typer.Option(64, "--width", help="units per layer"),
+    cell: str = choice_option("gru", "--cell", CellKind, field_help(ModelConfig, "cell")),
+    layers: int = typer.Option(2, "--layers", help=field_help(ModelConfig, "layers")),
+    width: int = typer.Option(64, "--width", help=field_help(ModelConfig, "width")),
     run: Path | None = typer.Option(None, "--run", help="a run directory from `stablernn train` (config.json + "
                                     "best.pt/checkpoint.pt): measure the trained network instead of a fresh one"),
-    lyapunov: int = typer.Option(10, "--lyapunov", help="number of Lyapunov exponents (0: skip)"),
+    lyapunov: int = typer.Option(_d("lyapunov"), "--lyapunov", help=_h("lyapunov")),
     lyapunov_steps: int = typer.Option(400, "--lyapunov-steps", help="input steps per stream for the spectrum"),
     transient: int | None = typer.Option(None, "--transient", help="steps dropped before counting (default: a "
                                          "quarter of --lyapunov-steps)"),
-    memory: int = typer.Option(100, "--memory", help="longest memory-capacity lag k_max (0: skip MC)"),
-    ipc_degree: int = typer.Option(3, "--ipc-degree", help="highest degree of the nonlinear capacity (0: skip)"),
-    ipc_window: int | None = typer.Option(None, "--ipc-window", help="delay window of the capacity targets "
-                                          "(default: 30, 15, 8 for degrees 1, 2, 3, then 5)"),
-    steps: int = typer.Option(2600, "--steps", help="steps per stream of the uniform drive for MC and capacity"),
-    streams: int = typer.Option(8, "--streams", help="parallel streams (the spectrum uses min(streams, 4))"),
-    draws: int = typer.Option(5, "--draws", help="random readout subsets per size (0: skip the scaling)"),
-    features: str = typer.Option("state", "--features", help="readout features: state (stability states: h, "
-                                 "(h, c), (v, a)) or output (layer outputs, spikes for spiking layers)"),
-    ridge: float | None = typer.Option(None, "--ridge", help="relative ridge penalty of the MC readouts (default: "
-                                       "chosen per readout on a validation part of the training time)"),
+    memory: int = typer.Option(_d("memory"), "--memory", help=_h("memory")),
+    ipc_degree: int = typer.Option(_d("ipc_degree"), "--ipc-degree", help=_h("ipc_degree")),
+    ipc_window: int | None = typer.Option(None, "--ipc-window", help=_h("ipc_window")),
+    steps: int = typer.Option(_d("n_steps"), "--steps", help=_h("n_steps")),
+    streams: int = typer.Option(_d("streams"), "--streams", help=_h("streams") + " (the spectrum uses at most 4)"),
+    draws: int = typer.Option(_d("draws"), "--draws", help=_h("draws")),
+    features: str = choice_option(_d("features"), "--features", FeatureKind, _h("features")),
+    ridge: float | None = typer.Option(None, "--ridge", help=_h("ridge")),
     lsc: list[float] = typer.Option([], "--lsc", help="also measure after LSC pre-training to this target; "
                                     "repeat for several (--lsc 0.5 --lsc 1.0), each from the same initial weights"),
     seed: int = typer.Option(0, "--seed", help="seeds the network, the drives and the readout subsets"),
@@ -199,7 +207,7 @@ def dynamics(
     all readout features) and the readout-size table; writes summary.json, spectrum.png, memory.png and
     readout.png. Definitions: docs/dynamics.md.
     """
-    from ..dynamics.memory import DynamicsConfig, dynamics_profile
+    from ..dynamics.memory import dynamics_profile
 
     for name, v, lo in (("--layers", layers, 1), ("--width", width, 1), ("--lyapunov-steps", lyapunov_steps, 2),
                         ("--streams", streams, 1), ("--steps", steps, 2)):
@@ -209,8 +217,6 @@ def dynamics(
                     ("--draws", draws)):
         if v < 0:
             raise ValueError(f"{name} must be >= 0, got {v}")
-    if features not in ("state", "output"):
-        raise ValueError(f"--features must be state or output, got {features!r}")
     if memory > 0 and steps <= memory + 20:
         raise ValueError(f"--steps ({steps}) must well exceed --memory ({memory}): the first k_max steps are a "
                          f"warmup and the rest is split into train and test")

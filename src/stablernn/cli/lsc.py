@@ -61,7 +61,7 @@ def _build(model_cfg: ModelConfig, data_cfg: DataConfig, seed: int) -> tuple[Any
     return model, data
 
 
-@app.command(context_settings={"help_option_names": ["-h", "--help"]})
+@app.command()
 @with_options(PRETRAIN_SPECS, _PRETRAIN_EXTRA)
 def pretrain(**values: Any) -> None:
     """LSC pre-training: bring every one-step transition Jacobian (time, depth, encoder, decoder) of a fresh network
@@ -114,7 +114,7 @@ _DIAGNOSE_EXTRA = [
 ]
 
 
-@app.command(context_settings={"help_option_names": ["-h", "--help"]})
+@app.command()
 @with_options(DIAGNOSE_SPECS, _DIAGNOSE_EXTRA)
 def diagnose(**values: Any) -> None:
     """Why a network is (un)stable: per-transition radii per family and layer (mean over time, and over time in

@@ -8,7 +8,12 @@ from typing import Any
 
 import typer
 
+from ..cells.spiking import Reset
+from ..models import CONDITIONS, SPIKING_CELLS, ModelConfig, SpikingCellKind
+from ..snn.design import DesignConfig
+from ..surrogate import SurrogateName
 from .app import app
+from .options import choice_option, field_help
 
 sg_app = typer.Typer(help="Surrogate gradients: the shapes, their dampening, sharpness and tail.", no_args_is_help=True)
 app.add_typer(sg_app, name="sg")
@@ -92,8 +97,9 @@ def design_for_task(task: str, cell: str, layers: int, width: int, *, tau: float
     from ..snn.design import DesignConfig, design_model
     from ..snn.stats import task_stats
 
-    if cell not in ("lif", "alif"):
-        raise ValueError(f"snn-design designs spiking networks: --cell must be lif or alif, got {cell!r}")
+    if cell not in SPIKING_CELLS:
+        raise ValueError(f"snn-design designs spiking networks: --cell must be {' or '.join(SPIKING_CELLS)}, got "
+                         f"{cell!r}")
     data_cfg = DataConfig(task=task, seed=data_seed)
     data = load_task(data_cfg)
     info = data.info
@@ -111,16 +117,16 @@ def design_for_task(task: str, cell: str, layers: int, width: int, *, tau: float
 @app.command("snn-design")
 def snn_design(
     task: str = typer.Option("digits", "--task", help="task name (stablernn data list)"),
-    cell: str = typer.Option("alif", "--cell", help="lif or alif"),
+    cell: str = choice_option("alif", "--cell", SpikingCellKind, "spiking layer kind"),
     layers: int = typer.Option(2, "--layers", help="number of spiking layers"),
     width: int = typer.Option(64, "--width", help="neurons per layer"),
-    tau: float = typer.Option(20.0, "--tau", help="membrane time constant in steps (the papers' code: 0.1)"),
-    threshold: float = typer.Option(1.0, "--threshold", help="firing threshold ϑ"),
-    reset: str = typer.Option("subtract", "--reset", help="subtract | multiplicative | mult_leak"),
-    shape: str = typer.Option("fast_sigmoid", "--shape", help="SG shape whose sharpness Condition IV solves; "
-                              "q_pseudospike with --conditions I,II,III,tail fits the tail q"),
-    conditions: str = typer.Option("I,II,III,IV", "--conditions", help="comma-separated subset of I,II,III,IV,tail"),
-    rate: float = typer.Option(0.5, "--rate", help="firing probability assumed by the conditions (the code: 0.5)"),
+    tau: float = typer.Option(20.0, "--tau", help=field_help(ModelConfig, "tau")),
+    threshold: float = typer.Option(1.0, "--threshold", help=field_help(ModelConfig, "threshold")),
+    reset: str = choice_option("subtract", "--reset", Reset, field_help(ModelConfig, "reset")),
+    shape: str = choice_option("fast_sigmoid", "--shape", SurrogateName, field_help(DesignConfig, "shape")),
+    conditions: str = typer.Option("I,II,III,IV", "--conditions", help="conditions to apply, comma-separated "
+                                   f"subset of {','.join(CONDITIONS)}"),
+    rate: float = typer.Option(0.5, "--rate", help=field_help(DesignConfig, "rate")),
     seed: int = typer.Option(0, "--seed", help="seed of the network's init and the condition draws"),
     train: bool = typer.Option(False, "--train/--no-train", help="then train the designed network through fit"),
     epochs: int = typer.Option(10, "--epochs", help="[--train] epochs"),
@@ -133,7 +139,7 @@ def snn_design(
     json_out: Path | None = typer.Option(None, "--json", help="also write the design as JSON to this file"),
 ) -> None:
     """Predict the SG (shape, dampening γ, sharpness s, tail q) and the recurrent init of a LIF/ALIF network from
-    the stability Conditions I-IV (spec §4), print them, and optionally train with them.
+    the stability Conditions I-IV (paper B, arXiv:2202.00282), print them, and optionally train with them.
 
     Example: stablernn snn-design --task digits --cell alif --layers 2 --width 64 --train --epochs 20
     """

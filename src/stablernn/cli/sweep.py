@@ -5,14 +5,19 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+import typing
 from pathlib import Path
+from typing import Literal
 
 import typer
 
 from .app import app
+from .options import choice_option
+
+FigureFormat = Literal["png", "svg"]
 
 
-@app.command(context_settings={"help_option_names": ["-h", "--help"]})
+@app.command()
 def sweep(
     spec: Path = typer.Argument(..., help="sweep spec (TOML or JSON): [base.*] run config, [grid] axes "
                                 "(\"section.field\" = [values]), [[zip]] groups, seeds, out_dir; see "
@@ -83,7 +88,7 @@ def _command_line() -> str:
     return "stablernn " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
-@app.command(context_settings={"help_option_names": ["-h", "--help"]})
+@app.command()
 def report(
     run_dir: Path = typer.Argument(..., help="a sweep's out_dir (one folder per run, sweep.json if written by "
                                    "stablernn sweep) or any folder of run directories"),
@@ -92,7 +97,7 @@ def report(
     metric: str | None = typer.Option(None, "--metric", help="metric of the figures (default: the spec's "
                                       "[report] metric, else test_acc, or test_ppl for language models)"),
     prefix: str = typer.Option("", "--prefix", help="prefix of every figure file name, e.g. results_lsc_"),
-    fmt: str = typer.Option("png", "--format", help="figure format: png or svg"),
+    fmt: str = choice_option("png", "--format", FigureFormat, "figure format"),
     figures: bool = typer.Option(True, "--figures/--no-figures", help="draw figures (else tables only)"),
     spec: Path | None = typer.Option(None, "--spec", help="take the [report] table (figures, metric, pivot) from "
                                      "this sweep spec instead of the one stored in RUN_DIR/sweep.json"),
@@ -105,8 +110,8 @@ def report(
     """
     from ..sweep.report import write_report
 
-    if fmt not in ("png", "svg"):
-        raise ValueError(f"--format must be png or svg, got {fmt!r}")
+    if fmt not in typing.get_args(FigureFormat):
+        raise ValueError(f"--format must be one of {', '.join(typing.get_args(FigureFormat))}, got {fmt!r}")
     options = None
     if spec is not None:
         from ..sweep.runner import load_spec

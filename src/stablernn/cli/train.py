@@ -53,7 +53,7 @@ def run_config_from_cli(values: dict[str, Any]) -> RunConfig:
     return run
 
 
-@app.command(context_settings={"help_option_names": ["-h", "--help"]})
+@app.command()
 @with_options(TRAIN_SPECS, _COMMON)
 def train(**values: Any) -> None:
     """Train a network on a task; writes runs/<name>/ (config.json, metrics.jsonl, checkpoint.pt, best.pt,
@@ -128,7 +128,7 @@ def demo(out_dir: str = typer.Option("runs/demo", "--out-dir", help="where the d
 
     if fresh:
         shutil.rmtree(out_dir, ignore_errors=True)
-    runs = demo_configs(out_dir, seed, lsc=lsc and _lsc_available())
+    runs = demo_configs(out_dir, seed, lsc=lsc)
     data = load_task(runs[0].data)
     t0 = time.time()
     results = {}
@@ -138,15 +138,6 @@ def demo(out_dir: str = typer.Option("runs/demo", "--out-dir", help="where the d
     typer.echo("")
     typer.echo(demo_table(results, lsc=any(r.lsc is not None for r in runs), out_dir=out_dir))
     typer.echo(f"\n{len(runs)} runs in {time.time() - t0:.0f} s, written to {Path(out_dir).resolve()}/")
-
-
-def _lsc_available() -> bool:
-    try:
-        from ..lsc import pretrain as _lsc
-
-        return hasattr(_lsc, "lsc_pretrain")
-    except ImportError:
-        return False
 
 
 def demo_table(results: dict[str, dict[str, Any]], lsc: bool, out_dir: str | Path = "runs/demo") -> str:

@@ -34,7 +34,7 @@ class TaskInfo:
     kind: TaskKind = "classify"
     input_kind: InputKind = "dense"
     stateful: bool = False  # carry state across consecutive batches ("lm")
-    # input statistics for the stability conditions (spec §4 Condition II): mean and variance of the input entries
+    # input statistics for the stability conditions (paper B's Condition II): mean and variance of the input entries
     input_mean: float = 0.0
     input_var: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)

@@ -4,47 +4,60 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from ..fields import check_fields, option, require
+from .base import DataError
+
+Layout = Literal["rows", "pixels"]
+ValSplit = Literal["random", "tail", "speakers"]
+SLMNISTLayout = Literal["intended", "original"]
+SHDFrames = Literal["binary", "count"]
+
 
 @dataclass
 class DataConfig:
-    """Which task to load and how.
+    """Which task to load and how; checked on construction (:class:`DataError` naming the field).
 
     Fields not used by a task are ignored by it; each task's builder documents which it reads.
     """
 
-    task: str = "digits"
-    batch_size: int = 64
-    eval_batch_size: int = 256
-    seed: int = 0  # seeds splits, permutations and generators
-    val_fraction: float = 0.1  # carved from train
-    data_dir: str | None = None  # where user-provided files live (else $STABLERNN_DATA)
-    # digits / image-as-sequence layout
-    layout: Literal["rows", "pixels"] = "rows"
-    # synthetic tasks
-    seq_len: int = 50
-    n_train: int = 4000
-    n_test: int = 1000
-    # repeat every frame and target k times along time (spec §2.1 `timerepeat`)
-    time_repeat: int = 1
-    # how validation is carved from train: "random" (seeded), "tail" (the last val_fraction, as the original code
-    # did for sl-MNIST and SHD), "speakers" (SHD only: whole speakers held out, so val measures new voices)
-    val_split: Literal["random", "tail", "speakers"] = "random"
-    # require the published sizes (MNIST 60000/10000, SHD 8156/2264); turn off for subsets and test fixtures
-    check_counts: bool = True
-    # dense preprocessed caches (SHD frames); None: $STABLERNN_CACHE or ~/.cache/stablernn; "" disables caching
-    cache_dir: str | None = None
-    # psmnist pixel permutation seed; None: use `seed` (set it to keep one permutation across training seeds)
-    permutation_seed: int | None = None
-    # sl-MNIST layout: "intended" = [time 100, 784 channels] (one spike per pixel at its latency step); "original"
-    # = the released code's (784, 100) one-hot *reshaped* to (100, 784), for reproducing its numbers (spec §7 item 8)
-    slmnist_layout: Literal["intended", "original"] = "intended"
-    # SHD binning: bin width and window in seconds (T = round(window / dt) steps; spikes after the window dropped)
-    shd_dt: float = 0.01
-    shd_window: float = 1.4
-    # SHD input channels: 700 (all) or a divisor of 700 (e.g. 140: 5 neighbouring units summed into one channel)
-    shd_channels: int = 700
-    # SHD frames: "binary" (1 if any spike in the bin) or "count" (spikes per bin, capped at 255)
-    shd_frames: Literal["binary", "count"] = "binary"
-    # copy memory / delayed recall alphabet size, and how many symbols copy memory must reproduce
-    n_symbols: int = 8
-    copy_length: int = 10
+    task: str = option("digits", "task name (list them with `stablernn data list`)")
+    batch_size: int = option(64, "training batch size")
+    eval_batch_size: int = option(256, "validation/test batch size")
+    seed: int = option(0, "seeds splits, permutations and generators")
+    val_fraction: float = option(0.1, "fraction of train carved out for validation, in [0, 1)")
+    data_dir: str | None = option(None, "where user-provided files live (default: $STABLERNN_DATA)")
+    layout: Layout = option("rows", "[digits] image as a sequence of rows (8 steps) or of pixels (64 steps)")
+    seq_len: int = option(50, "[synthetic tasks] sequence length")
+    n_train: int = option(4000, "[synthetic tasks] training examples")
+    n_test: int = option(1000, "[synthetic tasks] test examples")
+    time_repeat: int = option(1, "repeat every frame and target this many times along time (the papers' "
+                              "timerepeat)")
+    val_split: ValSplit = option("random", "how validation is carved from train: random (seeded), tail (the last "
+                                 "val_fraction, as the original code for sl-MNIST and SHD), speakers (SHD: whole "
+                                 "speakers held out)")
+    check_counts: bool = option(True, "require the published sizes (MNIST 60000/10000, SHD 8156/2264); off for "
+                                "subsets and test fixtures")
+    cache_dir: str | None = option(None, "dense preprocessed caches such as SHD frames (default: $STABLERNN_CACHE "
+                                   "or ~/.cache/stablernn; empty: no caching)")
+    permutation_seed: int | None = option(None, "[psmnist] pixel permutation seed (default: seed); set it to keep "
+                                          "one permutation across training seeds")
+    slmnist_layout: SLMNISTLayout = option("intended", "[slmnist] intended: [time 100, 784 channels], one spike "
+                                           "per pixel at its latency; original: the released code's reshaped "
+                                           "(784, 100) one-hot, to reproduce its numbers (docs/data.md)")
+    shd_dt: float = option(0.01, "[shd] bin width in seconds")
+    shd_window: float = option(1.4, "[shd] window in seconds (steps = window / dt; later spikes dropped)")
+    shd_channels: int = option(700, "[shd] input channels: 700, or a divisor of 700 (neighbouring units summed)")
+    shd_frames: SHDFrames = option("binary", "[shd] frame values: binary (any spike in the bin) or count (spikes "
+                                   "per bin, capped at 255)")
+    n_symbols: int = option(8, "[copy memory, delayed recall] alphabet size")
+    copy_length: int = option(10, "[copy memory] symbols to reproduce")
+
+    def __post_init__(self) -> None:
+        check_fields(self, DataError)
+        for name in ("batch_size", "eval_batch_size", "time_repeat"):
+            v = getattr(self, name)
+            require(v >= 1, f"{name} must be >= 1, got {v}", DataError)
+        require(0.0 <= self.val_fraction < 1.0, f"val_fraction must be in [0, 1), got "
+                f"{self.val_fraction}", DataError)
+        require(self.shd_dt > 0 and self.shd_window > 0, f"shd_dt and shd_window must be > 0, got "
+                f"{self.shd_dt} and {self.shd_window}", DataError)

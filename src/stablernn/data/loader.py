@@ -117,7 +117,7 @@ def make_streams(tokens: Tensor, n_streams: int) -> Tensor:
 
 
 def repeat_time(x: Tensor, y: Tensor, k: int) -> Batch:
-    """The spec's ``timerepeat``: every frame (and every per-step target) is repeated ``k`` times along time.
+    """The papers' code's ``timerepeat``: every frame (and every per-step target) is repeated ``k`` times along time.
 
     ``x``: ``[B, T, F]`` or ``[B, T]`` tokens -> ``[B, k*T, ...]`` with frame ``t`` at steps ``k*t .. k*t + k - 1``.
     ``y`` is repeated the same way when it is per step (``[B, T]``); class labels ``[B]`` and regression targets are

@@ -5,8 +5,8 @@ Tasks (``f`` prefix = Fashion-MNIST, read the same way):
 - ``smnist`` / ``fsmnist``: pixel by pixel, ``[B, 784, 1]`` in [0, 1];
 - ``psmnist`` / ``fpsmnist``: the same with one fixed, seeded pixel permutation;
 - ``rowmnist`` / ``frowmnist``: row by row, ``[B, 28, 28]``;
-- ``slmnist`` / ``fslmnist``: spike-latency code (spec §5.1), ``[B, 100, 784]`` binary: each pixel >= 6/255 spikes
-  once, brighter pixels earlier. ``slmnist_layout="original"`` gives the released code's reshaped layout (§7 item 8).
+- ``slmnist`` / ``fslmnist``: spike-latency code (docs/data.md), ``[B, 100, 784]`` binary: each pixel >= 6/255 spikes
+  once, brighter pixels earlier. ``slmnist_layout="original"`` gives the released code's reshaped layout (docs/data.md).
 
 Files: ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``,
 ``t10k-labels-idx1-ubyte``, each plain or ``.gz``, also spelt ``train-images.idx3-ubyte``; searched in ``--data-dir``
@@ -35,7 +35,7 @@ from .registry import register
 IDX_UBYTE = 0x08
 N_TRAIN, N_TEST = 60000, 10000
 SL_STEPS = 100  # sl-MNIST time steps
-SL_TAU = 50.0  # latency code's effective time constant (spec §5.1)
+SL_TAU = 50.0  # latency code's effective time constant (docs/data.md)
 SL_THRESHOLD = 0.2
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 
@@ -169,7 +169,7 @@ def pixel_permutation(seed: int) -> Tensor:
 
 
 def spike_latencies(images: np.ndarray) -> np.ndarray:
-    """Spike-latency code of spec §5.1: ``[N, 784]`` uint8 pixels -> ``[N, 784]`` int8 spike step, -1 for none.
+    """Spike-latency code of docs/data.md: ``[N, 784]`` uint8 pixels -> ``[N, 784]`` int8 spike step, -1 for none.
 
     ``X = 50 * p / 255``; a pixel spikes when ``X > 0.2``, at step ``round(10 * 50 * ln(X / (X - 0.2)))``, kept when
     that step is < 100. Bright pixels spike early (255 -> step 2), dim ones late (6 -> 93); pixels < 6 never spike.
@@ -188,7 +188,7 @@ def encode_latencies(lat: Tensor, layout: str = "intended") -> Tensor:
 
     ``"intended"``: ``out[b, t, pixel] = 1`` when the pixel spikes at step ``t``. ``"original"``: the released code's
     ``(784, 100)`` one-hot *reshaped* (not transposed) to ``(100, 784)``, so step ``t`` mixes ~7.84 pixels and their
-    latencies (spec §7 item 8); for reproducing its numbers only.
+    latencies (docs/data.md); for reproducing its numbers only.
     """
     b = lat.shape[0]
     rows, pix = torch.nonzero(lat >= 0, as_tuple=True)

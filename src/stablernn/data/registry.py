@@ -105,12 +105,6 @@ def availability(cfg: DataConfig | None = None) -> dict[str, str | None]:
 
 
 def _check_common(cfg: DataConfig) -> None:
-    """Options every task reads; a wrong value fails here with the option's name, not deep inside a builder."""
-    if cfg.batch_size < 1:
-        raise DataError(f"batch_size must be >= 1, got {cfg.batch_size}")
-    if cfg.eval_batch_size < 1:
-        raise DataError(f"eval_batch_size must be >= 1, got {cfg.eval_batch_size}")
-    if not 0.0 <= cfg.val_fraction < 1.0:
-        raise DataError(f"val_fraction must be in [0, 1), got {cfg.val_fraction}")
-    if cfg.time_repeat < 1:
-        raise DataError(f"time_repeat must be >= 1, got {cfg.time_repeat}")
+    """Options every task reads, checked again in case the config was changed after it was made; a wrong value
+    fails here with the option's name, not deep inside a builder."""
+    cfg.__post_init__()

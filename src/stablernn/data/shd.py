@@ -5,7 +5,7 @@ Files: ``shd_train.h5`` and ``shd_test.h5`` (or their ``.h5.gz``, decompressed o
 Each file holds ``spikes/times`` (ragged float, seconds), ``spikes/units`` (ragged uint16, 0..699), ``labels``
 (0..19), ``extra/speaker`` and ``extra/keys``.
 
-Binning (the intended one, not the released code's, see spec §7 item 9): ``T = round(window / dt)`` bins,
+Binning (the intended one, not the released code's, see docs/data.md): ``T = round(window / dt)`` bins,
 left-closed ``[k dt, (k+1) dt)``; a spike exactly at the window end goes to the last bin, later spikes are dropped.
 ``shd_channels = C`` sums groups of ``700 / C`` neighbouring units. Frames are stored as uint8 (binary, or counts
 capped at 255) and turned into float one batch at a time, so 8156 x 140 x 700 frames cost 0.8 GB, not 3.2 GB.

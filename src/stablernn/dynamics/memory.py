@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..fields import check_fields, option, require
 from ..models import eval_mode
 from .capacity import (
     CapacityResult,
@@ -302,27 +303,41 @@ def default_window(degree: int) -> int:
 
 @dataclass
 class DynamicsConfig:
-    """What :func:`dynamics_profile` measures; a count of 0 skips that part.
+    """What :func:`dynamics_profile` measures (docs/dynamics.md); a count of 0 skips that part. Checked on
+    construction (``ValueError`` naming the field)."""
 
-    ``lyapunov``: exponents (``transient``: steps dropped, default a quarter of the stream); ``memory``: the longest
-    MC lag ``k_max``; ``ipc_degree``: highest capacity degree, with delay windows ``ipc_window`` (None: 30, 15, 8, 5..
-    for degrees 1, 2, 3, 4..); ``n_steps`` x ``streams``: the uniform drive for MC and capacity; ``sizes`` /
-    ``draws``: readout-size scaling (None: powers of 2 up to all features; ``draws=0`` skips it).
-    """
+    lyapunov: int = option(10, "number of Lyapunov exponents (0: skip)")
+    transient: int | None = option(None, "steps dropped before the exponents are counted (default: a quarter of "
+                                   "the stream)")
+    memory: int = option(100, "longest memory-capacity lag k_max (0: skip MC)")
+    ipc_degree: int = option(3, "highest degree of the nonlinear capacity (0: skip)")
+    ipc_window: int | None = option(None, "delay window of the capacity targets (default: 30, 15, 8 for degrees 1, "
+                                    "2, 3, then 5)")
+    n_steps: int = option(2600, "steps per stream of the uniform drive for MC and capacity")
+    streams: int = option(8, "parallel streams of the drive")
+    sizes: tuple[int, ...] | None = option(None, "readout sizes of the scaling (default: powers of 2 up to all "
+                                           "features)")
+    draws: int = option(5, "random readout subsets per size (0: skip the scaling)")
+    features: FeatureKind = option("state", "readout features: state (h, (h, c), (v, a)) or output (layer "
+                                   "outputs, spikes for spiking layers)")
+    input_scale: float = option(1.0, "amplitude of the uniform drive")
+    ridge: float | None = option(None, "relative ridge penalty of the MC readouts (default: chosen on a "
+                                 "validation part of the training time)")
+    seed: int = option(0, "seeds the drives and the readout subsets")
 
-    lyapunov: int = 10
-    transient: int | None = None
-    memory: int = 100
-    ipc_degree: int = 3
-    ipc_window: int | None = None
-    n_steps: int = 2600
-    streams: int = 8
-    sizes: tuple[int, ...] | None = None
-    draws: int = 5
-    features: FeatureKind = "state"
-    input_scale: float = 1.0
-    ridge: float | None = None  # MC readouts' relative penalty; None: chosen on validation time
-    seed: int = 0
+    def __post_init__(self) -> None:
+        check_fields(self)
+        for name in ("lyapunov", "memory", "ipc_degree", "draws"):
+            v = getattr(self, name)
+            require(v >= 0, f"{name} must be >= 0, got {v}")
+        require(self.transient is None or self.transient >= 0, f"transient must be >= 0 or None, "
+                f"got {self.transient}")
+        require(self.ipc_window is None or self.ipc_window >= 1, f"ipc_window must be >= 1 or "
+                f"None, got {self.ipc_window}")
+        require(self.streams >= 1 and self.n_steps >= 2, f"need streams >= 1 and n_steps >= 2, got "
+                f"{self.streams} and {self.n_steps}")
+        require(self.ridge is None or self.ridge >= 0, f"ridge must be >= 0 or None, got "
+                f"{self.ridge}")
 
     def windows(self) -> dict[int, int]:
         return {d: (self.ipc_window or default_window(d)) for d in range(1, self.ipc_degree + 1)}

@@ -1,4 +1,4 @@
-"""Per-sample one-step Jacobians of every transition family, and their radii (spec §1.2–1.3).
+"""Per-sample one-step Jacobians of every transition family, and their radii (paper A; docs/lsc.md).
 
 A *transition* is a one-sample function ``fn(source [d_in], *context) -> target [d_out]`` plus a batch of sources
 ``[B, d_in]`` and per-sample context tensors ``[B, ...]`` (the layer's input, the other state pieces). The same
@@ -24,16 +24,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
 from torch.func import jacrev, vjp, vmap
 
-Measure = Literal["radius", "norm", "probe"]
-Engine = Literal["auto", "exact", "matrix_free"]
-MEASURES: tuple[str, ...] = ("radius", "norm", "probe")
-ENGINES: tuple[str, ...] = ("auto", "exact", "matrix_free")
+from .config import ENGINES, MEASURES, Engine, Measure, Rectangular
+
 EXACT_MAX_DIM = 256  # "auto" uses the exact engine up to this (square) size; see benchmarks/jacobian_engines.py
 
 
@@ -300,7 +298,7 @@ def matrix_free_norm(tr: Transition, max_iter: int = 64, tol: float = 1e-4,
 
 
 def choose_engine(tr: Transition, engine: Engine = "auto", exact_max_dim: int = EXACT_MAX_DIM,
-                  measure: str = "radius") -> str:
+                  measure: Measure = "radius") -> str:
     """``exact`` or ``matrix_free``: ``auto`` picks exact while the (square) Jacobian is at most ``exact_max_dim``.
 
     A norm is matrix-free as soon as either side is larger: materialising a decoder Jacobian over a 10k vocabulary
@@ -316,7 +314,7 @@ def choose_engine(tr: Transition, engine: Engine = "auto", exact_max_dim: int = 
 
 def transition_measure(tr: Transition, measure: Measure = "radius", engine: Engine = "auto", *,
                        generator: torch.Generator | None = None, exact_max_dim: int = EXACT_MAX_DIM,
-                       max_iter: int = 64, tol: float = 1e-4, rectangular: str = "subsample") -> Tensor:
+                       max_iter: int = 64, tol: float = 1e-4, rectangular: Rectangular = "subsample") -> Tensor:
     """Per-sample radius / norm ``[B]`` of one transition, by the chosen engine (differentiable).
 
     ``rectangular="norm"`` measures a non-square Jacobian by its top singular value instead of the radius of a

@@ -1,4 +1,4 @@
-"""LSC pre-training: bring the radius of every one-step transition Jacobian to a target (spec §1.1, §1.4, §1.6).
+"""LSC pre-training: bring the radius of every one-step transition Jacobian to a target (arXiv:2308.12075; docs/lsc.md).
 
 Loss per optimisation step: the mean over the measured transitions (family, layer) of ``mean_b (ρ_b - target)^2``.
 
@@ -7,7 +7,7 @@ Loss per optimisation step: the mean over the measured transitions (family, laye
   truncated BPTT of length 1). Families: time, depth, encoder, decoder.
 - FFN: each batch is one step; encoder = first layer, depth = consecutive layer pairs, decoder = readout.
 - Gradient pre-training (AdaBelief + Lookahead as in the papers' code) on every weight, plus one of the released
-  code's heuristics (spec §1.4 "wmultiplier", for τ and ν only): after each step, a cell's fixed time constants are
+  code's heuristics ("wmultiplier", for τ and ν only; docs/lsc.md): after each step, a cell's fixed time constants are
   multiplied by ``clip(target / time radius, 1 ± rescale_clip)`` when the cell offers ``scale_time_constants``
   (``LSCConfig.rescale_time``). It is there because it was measured necessary: a LIF's time radius cannot go below
   its leak by any weight change, and an LRU's ``max |λ|`` moves one eigenvalue per gradient step. Weight shuffling
@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from ..models import detach_states, eval_mode
-from .config import FAMILIES, LSCConfig
+from .config import FAMILIES, Engine, LSCConfig, Measure
 from .measures import Transition, transition_measure
 from .radii import batch_x, radii_over_time
 from .transitions import as_stack, ffn_transitions, is_ffn, layer_counts, report_index, rnn_transitions
@@ -189,34 +189,13 @@ def make_config(config: LSCConfig | None = None, **overrides: Any) -> LSCConfig:
 
 
 def check_config(cfg: LSCConfig) -> None:
-    """Raise ``ValueError`` naming the bad field."""
-    if cfg.measure not in ("radius", "norm", "probe"):
-        raise ValueError(f"LSC measure must be radius, norm or probe, got {cfg.measure!r}")
-    if cfg.rectangular not in ("subsample", "norm"):
-        raise ValueError(f"LSC rectangular must be subsample or norm, got {cfg.rectangular!r}")
-    if cfg.engine not in ("auto", "exact", "matrix_free"):
-        raise ValueError(f"LSC engine must be auto, exact or matrix_free, got {cfg.engine!r}")
-    if cfg.optimizer not in ("adabelief_lookahead", "adabelief", "adamw"):
-        raise ValueError(f"LSC optimizer must be adabelief_lookahead, adabelief or adamw, got {cfg.optimizer!r}")
-    for name in ("max_steps", "patience", "batches"):
-        v = getattr(cfg, name)
-        if not isinstance(v, int) or v < 1:
-            raise ValueError(f"LSC {name} must be a positive integer, got {v!r}")
-    if cfg.batch_size is not None and cfg.batch_size < 1:
-        raise ValueError(f"LSC batch_size must be >= 1 or None, got {cfg.batch_size}")
-    if cfg.lr <= 0 or cfg.tol <= 0:
-        raise ValueError("LSC lr and tol must be > 0")
-    if not 0.0 < cfg.rescale_clip < 1.0:
-        raise ValueError(f"LSC rescale_clip must be in (0, 1), got {cfg.rescale_clip}")
-    if not 0.0 <= cfg.ema < 1.0:
-        raise ValueError(f"LSC ema must be in [0, 1), got {cfg.ema}")
-    if cfg.layers_per_step is not None and cfg.layers_per_step < 1:
-        raise ValueError(f"LSC layers_per_step must be >= 1 or None, got {cfg.layers_per_step}")
+    """Raise ``ValueError`` naming the bad field (checked again in case the config was changed after it was made)."""
+    cfg.__post_init__()
 
 
 def make_lsc_optimizer(params: Iterable[nn.Parameter], config: LSCConfig) -> torch.optim.Optimizer:
     """AdaBelief (rectified, ε = 1e-14, decoupled decay ``w -= lr·wd·w``) + Lookahead(6, 0.5), as the papers' tfa
-    settings (spec §1.4, §7 item 28), or AdamW."""
+    settings (docs/lsc.md, "Choices that differ from the papers' code"), or AdamW."""
     from ..optim import make_optimizer
 
     return make_optimizer(params, config.optimizer, config.lr, config.weight_decay)
@@ -440,7 +419,7 @@ def _subset_layers(trs: list[Transition], k: int, gen: torch.Generator) -> list[
 
 
 def lsc_loss(model: nn.Module, x_t: Tensor, states: list[Any], targets: dict[str, float], *,
-             measure: str = "radius", engine: str = "auto", generator: torch.Generator | None = None
+             measure: Measure = "radius", engine: Engine = "auto", generator: torch.Generator | None = None
              ) -> tuple[Tensor, list[Any]]:
     """The LSC loss of one time step of a stack (for users who write their own loop): ``(loss, new states)``;
     ``targets`` per family (e.g. from :func:`resolve_targets`). Call it in eval mode (dropout off)."""

@@ -1,4 +1,4 @@
-"""Path counting on the depth x time grid and the PascalRNN toy (spec §1.1).
+"""Path counting on the depth x time grid and the PascalRNN toy (paper A, arXiv:2308.12075, Fig. 1; docs/lsc.md).
 
 A deep RNN's gradient from node ``(t, l)`` to ``(T, L)`` is a sum over monotone lattice paths, each step a time edge
 (radius about ρ_t) or a depth edge (about ρ_l). There are ``C(Δt + Δl, Δt)`` of them, so
@@ -65,7 +65,7 @@ def total_path_weight(n: int, rho_t: float, rho_l: float) -> float:
 
 
 def unbalanced_targets(L: int, T: int) -> dict[str, float]:
-    """The ``unbalanced`` split (spec §1.1): depth ``L/(L+T)``, time ``T/(L+T)`` (they sum to 1)."""
+    """The ``unbalanced`` split (paper A; docs/lsc.md): depth ``L/(L+T)``, time ``T/(L+T)`` (they sum to 1)."""
     if L < 1 or T < 1:
         raise ValueError(f"L and T must be >= 1, got L={L}, T={T}")
     return {"depth": L / (L + T), "time": T / (L + T)}

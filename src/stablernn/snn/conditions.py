@@ -1,33 +1,36 @@
-"""Stability Conditions I–IV and the tail fit for LIF/ALIF layers (spec §4, paper B), as pure functions.
+"""Stability Conditions I–IV and the tail fit for LIF/ALIF layers (paper B, arXiv:2202.00282), as pure functions.
 
 Every function takes a :class:`LayerParams` (weights, decay, threshold, reset kind, whether the reset carries
 gradient) and returns a :class:`ConditionReport`: the solved per-neuron value and the prediction it makes.
 
-Weight layout is PyTorch's ``[post, pre]``: the spec's per-column sums over presynaptic neurons
+Weight layout is PyTorch's ``[post, pre]``: the papers' per-column sums over presynaptic neurons
 ``S±_j(W) = Σ_i max(±W_ij, 0)`` (rows = presynaptic there) are per-*row* sums here, ``S±_j = Σ_i max(±W[j, i], 0)``,
 the incoming weights of neuron ``j``.
 
 Model (the papers' mean-field assumptions, made explicit): spikes are Bernoulli with probability ``rate`` (the code
 fixes 1/2), independent of the weights and of each other; the membrane potential is uniform over its reachable range
-``[y_min, y_max]`` (spec §4), inputs lie in ``[0, 1]``. With these, one formula per reset reproduces the code's
+``[y_min, y_max]`` (paper B), inputs lie in ``[0, 1]``. With these, one formula per reset reproduces the code's
 constants (Condition I's ``3 − 2δ`` and ``2 − δ``, Condition IV's ``−2`` and ``δ²/2``): see the docstrings, and
-``docs/surrogates.md`` for where the authors' code deviates (spec §7 items 3, 5, 6).
+``docs/surrogates.md`` for where the authors' code deviates (its items 7.3, 7.5, 7.6).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 
+from ..cells.resets import RESETS, Reset
 from ..surrogate import SHAPES, Shape, shape_of
 from .solve import solve_per_neuron
 from .stats import TaskStats, check_rate
 
-Reset = Literal["subtract", "multiplicative", "mult_leak"]
-RESETS: tuple[str, ...] = ("subtract", "multiplicative", "mult_leak")
 NoRoot = Literal["raise", "clip"]
+# the conditions a network can be built with (ModelConfig.conditions, paper B arXiv:2202.00282): I, II set the
+# recurrent weights, III / IV / tail the surrogate's dampening, sharpness and tail
+Condition = Literal["I", "II", "III", "IV", "tail"]
+CONDITIONS: tuple[str, ...] = get_args(Condition)
 _DT = torch.float64  # all condition arithmetic: equations must hold to 1e-6 and beyond
 
 
@@ -42,7 +45,7 @@ class LayerParams:
         threshold: the threshold the conditions see ``[n]`` (for ALIF, :meth:`from_cell` adds β·rate, the
             stationary adaptation).
         bias: constant input current ``[n]``.
-        reset: ``subtract`` | ``multiplicative`` | ``mult_leak`` (spec multreset1 / multreset2).
+        reset: ``subtract`` | ``multiplicative`` | ``mult_leak`` (the code's multreset1 / multreset2).
         detach_reset: whether the reset path carries no gradient.
         rec_mask: ``[n, n]``, 0 where a recurrent connection does not exist (the diagonal, by default).
     """
@@ -52,7 +55,7 @@ class LayerParams:
     decay: Tensor
     threshold: Tensor
     bias: Tensor
-    reset: str = "subtract"
+    reset: Reset = "subtract"
     detach_reset: bool = True
     rec_mask: Tensor | None = None
 
@@ -79,7 +82,7 @@ class LayerParams:
 
     @classmethod
     def create(cls, weight_hh: Tensor, weight_ih: Tensor, *, tau: float | Tensor = 20.0,
-               threshold: float | Tensor = 1.0, bias: float | Tensor = 0.0, reset: str = "subtract",
+               threshold: float | Tensor = 1.0, bias: float | Tensor = 0.0, reset: Reset = "subtract",
                detach_reset: bool = True, rec_mask: Tensor | None = None) -> LayerParams:
         """Build from weights and hyper-parameters; ``tau`` in steps (> 0), scalars broadcast to every neuron.
         ``rec_mask`` defaults to "no self-connections"."""
@@ -222,7 +225,7 @@ def stationary_mean_voltage(p: LayerParams, mu_rec: Tensor, rate: float = 0.5) -
 def condition_i(p: LayerParams, rate: float = 0.5) -> ConditionReport:
     """Condition I: the recurrent weight mean ``μ_rec [n]`` that puts the stationary mean voltage at threshold.
 
-    Solving :func:`stationary_mean_voltage` ``= ϑ`` for μ gives, at rate 1/2, the spec's formulas for
+    Solving :func:`stationary_mean_voltage` ``= ϑ`` for μ gives, at rate 1/2, the code's formulas for
     ``subtract`` — ``(3 − 2δ)ϑ/(n−1)`` — and ``mult_leak`` (multreset2) — ``(2 − δ)ϑ/(n−1)``. For
     ``multiplicative`` (multreset1) it gives ``(4 − 2δ)ϑ/(n−1)``; the authors' code uses ``2(1 − δ)ϑ/(n−1)``,
     which is the balance of a neuron *without* reset (see docs/surrogates.md).
@@ -246,7 +249,7 @@ def condition_i(p: LayerParams, rate: float = 0.5) -> ConditionReport:
 # --- Condition II: recurrent variance -----------------------------------------------------------------------------
 def input_current_second_moment(p: LayerParams, stats: TaskStats) -> float:
     """``E[i_in²] ≈ (σ_x² + μ_x²) · Var(W_in) · n_in``: the input current's second moment, with Var(W_in) the
-    empirical variance of the drawn input weights (zero-mean weights assumed, as in the spec)."""
+    empirical variance of the drawn input weights (zero-mean weights assumed, as in paper B)."""
     return stats.second_moment * float(p.weight_ih.var(unbiased=False)) * p.n_in
 
 
@@ -254,10 +257,10 @@ def condition_ii(p: LayerParams, stats: TaskStats, mu_rec: Tensor | float = 0.0)
     """Condition II: the recurrent weight variance ``σ²_rec [n]`` that matches the recurrent current's second
     moment to the input current's, given the recurrent mean ``mu_rec`` (Condition I's, or 0):
 
-        σ²_rec = (σ_x² + μ_x²) · Var(W_in) · n_in / n_pre − μ_rec² / 2        (spec §4, n_pre = n − 1)
+        σ²_rec = (σ_x² + μ_x²) · Var(W_in) · n_in / n_pre − μ_rec² / 2        (paper B, n_pre = n − 1)
 
     i.e. ``n_pre (σ²_rec + μ_rec²/2) = E[i_in²]``. This is the *intended* variance; the authors' code realises
-    ``√σ²_rec / n`` instead (spec §7.3; :func:`~stablernn.snn.design.init_recurrent_` offers it as
+    ``√σ²_rec / n`` instead (docs/surrogates.md 7.3; :func:`~stablernn.snn.design.init_recurrent_` offers it as
     ``as_in_code=True``). Raises ``ValueError`` when σ²_rec would be negative (the code silently drew NaN weights).
     """
     mu = torch.as_tensor(mu_rec, dtype=_DT).expand(p.n)
@@ -306,8 +309,8 @@ def condition_iii(p: LayerParams, input_dampening: float = 0.0) -> ConditionRepo
 
         γ_j = S⁻_j / (S⁺_j (S⁻_j − ϑ'_j)) · (1 − δ_j − γ_in S⁺_j(W_in))
 
-    that makes :func:`condition_iii_gain` equal 1. ``input_dampening`` is the layer below's γ (the spec's
-    ``deltain``; 0 by default). The code took the input sum from W_rec and multiplied it by n_in again (spec §7.4);
+    that makes :func:`condition_iii_gain` equal 1. ``input_dampening`` is the layer below's γ (the code's
+    ``deltain``; 0 by default). The code took the input sum from W_rec times n_in again (docs/surrogates.md);
     here it is S⁺_j(W_in). Raises ``ValueError`` where γ would be 0, negative or undefined.
     """
     w = p.w_rec
@@ -334,7 +337,7 @@ def condition_iii(p: LayerParams, input_dampening: float = 0.0) -> ConditionRepo
 
 # --- Condition IV and the tail: the expected squared one-step gain ------------------------------------------------
 def voltage_range(p: LayerParams) -> tuple[Tensor, Tensor]:
-    """Reachable membrane potential per neuron (spec §4), inputs and spikes in [0, 1]:
+    """Reachable membrane potential per neuron (paper B), inputs and spikes in [0, 1]:
 
         y_max = (S⁺(W_rec) + S⁺(W_in) + b) / (1 − δ),   y_min = (S⁻(W_rec) + S⁻(W_in) + b − ϑ_reset) / (1 − δ)
 
@@ -372,7 +375,7 @@ def expected_sq_gain(p: LayerParams, shape: Shape, dampening: Tensor, sharpness:
     - multiplicative:  (1 − r) (δ² + Σ_j W_ji² E[f²])
 
     with ϑ' = ϑ if the subtractive reset carries gradient (else 0), spikes Bernoulli(r), and v uniform on
-    :func:`voltage_range`. At r = 1/2 these are the spec's Condition IV equations (``−1 + δ² + ...``, ``−2 + ...``,
+    :func:`voltage_range`. At r = 1/2 these are the code's Condition IV equations (``−1 + δ² + ...``, ``−2 + ...``,
     ``−1 + δ²/2 + ...``); the mean over neurons is ``E‖J‖²_F / n``, whose value 1 puts the Jacobian's spectral
     radius near 1. The paper drops the cross term; it vanishes for the code's δ ≈ 0 but not for τ ≫ 1.
     ``dampening``, ``sharpness``, ``tail`` broadcast against ``[n]`` (or ``[n, k]`` candidates).
@@ -435,8 +438,8 @@ def condition_iv(p: LayerParams, shape: str = "fast_sigmoid", dampening: float |
                  cross_term: bool = False) -> ConditionReport:
     """Condition IV: the SG sharpness s that makes :func:`expected_sq_gain` equal 1, for any SG shape.
 
-    ``per_neuron=True`` solves each neuron's equation (spec type a, done right: the code's solver returned random
-    candidates, spec §7.5); ``False`` solves one s for the layer's mean gain (the spec's equation with means; the
+    ``per_neuron=True`` solves each neuron's equation (paper B's type a, done right: the code's solver returned random
+    candidates, docs/surrogates.md 7.5); ``False`` solves one s for the layer's mean gain (the equation with means; the
     code's type b averaged per-neuron picks). A real bracketing root-finder over ``bounds``; where the gain does not
     cross 1 in range, ``on_no_root='raise'`` raises ``ValueError`` and ``'clip'`` returns the bound with the
     smallest residual and ``solved = False``.
@@ -464,11 +467,11 @@ def condition_iv(p: LayerParams, shape: str = "fast_sigmoid", dampening: float |
 def fit_tail(p: LayerParams, dampening: float | Tensor = 1.0, sharpness: float | Tensor = 1.0, *,
              rate: float = 0.5, per_neuron: bool = False, bounds: tuple[float, float] = (1.001, 101.0),
              on_no_root: NoRoot = "raise", cross_term: bool = False) -> ConditionReport:
-    """The q-PseudoSpike tail q that makes :func:`expected_sq_gain` equal 1 (spec §4 "tail optimisation").
+    """The q-PseudoSpike tail q that makes :func:`expected_sq_gain` equal 1 (paper B's "tail optimisation").
 
     Intended version of the code's fit: the gain equation of the layer's own reset (the code always used the
     multreset2 one) with per-neuron voltage ranges (the code used global max/min weights), solved by a root-finder
-    over q in ``bounds`` (q → ∞ is the exponential SG) instead of 1000 noisy Adam steps (spec §7.6).
+    over q in ``bounds`` (q → ∞ is the exponential SG) instead of 1000 noisy Adam steps (docs/surrogates.md 7.6).
     """
     sg = SHAPES["q_pseudospike"]
     gamma = _vector(dampening, p.n, "dampening")

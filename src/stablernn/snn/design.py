@@ -14,8 +14,11 @@ import torch
 from torch import Tensor, nn
 
 from ..cells.base import HasCells, LIFLike
-from ..surrogate import ALIASES, SpikeFunction, get, names, shape_of
+from ..fields import check_fields, option, require
+from ..surrogate import ALIASES, SpikeFunction, SurrogateName, get, names, shape_of
 from .conditions import (
+    CONDITIONS,
+    Condition,
     ConditionReport,
     LayerParams,
     NoRoot,
@@ -26,8 +29,6 @@ from .conditions import (
     condition_iv,
     fit_tail,
 )
-
-CONDITIONS: tuple[str, ...] = ("I", "II", "III", "IV", "tail")
 
 
 def is_spiking(cell: nn.Module) -> bool:
@@ -41,7 +42,7 @@ def draw_recurrent(mask: Tensor, mean: Tensor | float, var: Tensor | float, *,
     zero where ``mask`` is 0.
 
     ``as_in_code=True`` reproduces the authors' Condition II init, whose realised variance is ``√var / n`` instead of
-    ``var`` (spec §7.3; only to reproduce their figures).
+    ``var`` (docs/surrogates.md, deviation 7.3; only to reproduce their figures).
     """
     n = mask.shape[0]
     mean_t = torch.as_tensor(mean, dtype=torch.float64).expand(n)
@@ -85,43 +86,33 @@ def _masked_var(p: LayerParams) -> Tensor:
 
 @dataclass
 class DesignConfig:
-    """Which conditions to apply and how.
+    """Which conditions of paper B (arXiv:2202.00282) to apply and how; each field's help says what it
+    does. Condition III per neuron is the paper's type (c), its mean type (d); the tail condition fits q of
+    ``q_pseudospike`` (then ``shape`` must be ``q_pseudospike``)."""
 
-    Attributes:
-        shape: SG shape whose sharpness Condition IV solves (any of :func:`stablernn.surrogate.names`'s shapes);
-            with ``q_pseudospike`` and ``"tail"`` in ``conditions`` the tail q is fitted instead.
-        conditions: subset of ``I, II, III, IV, tail``.
-        rate: assumed firing probability of the mean-field model (the code: 1/2).
-        dampening, sharpness, tail: used where the corresponding condition is not applied.
-        per_neuron_dampening: Condition III per neuron (spec type c) or its mean (type d).
-        per_neuron_sharpness: Condition IV per neuron (type a, done right) or one s for the layer.
-        sharpness_bounds: search range of Condition IV; with no root in it the closest bound is used and reported.
-        tail_bounds: search range of q.
-        on_no_root: ``clip`` (use the bound, report it) or ``raise``.
-        as_in_code_variance: realise Condition II's variance as the authors' code did (spec §7.3).
-        cross_term: include −2δϑ'E[f] in the Condition IV gain (see ``expected_sq_gain``).
-    """
-
-    shape: str = "fast_sigmoid"
-    conditions: tuple[str, ...] = ("I", "II", "III", "IV")
-    rate: float = 0.5
-    dampening: float = 1.0
-    sharpness: float = 1.0
-    tail: float | None = None
-    per_neuron_dampening: bool = True
-    per_neuron_sharpness: bool = False
-    sharpness_bounds: tuple[float, float] = (0.1, 10.0)
-    tail_bounds: tuple[float, float] = (1.01, 101.0)
-    on_no_root: NoRoot = "clip"
-    as_in_code_variance: bool = False
-    cross_term: bool = False
+    shape: SurrogateName = option("fast_sigmoid", "SG shape whose sharpness Condition IV solves (q_pseudospike "
+                                  "with the tail condition: its tail q is fitted instead)")
+    conditions: tuple[Condition, ...] = option(("I", "II", "III", "IV"), "conditions to apply")
+    rate: float = option(0.5, "firing probability assumed by the mean-field model (the papers' code: 1/2)")
+    dampening: float = option(1.0, "SG dampening where Condition III is not applied")
+    sharpness: float = option(1.0, "SG sharpness where Condition IV is not applied")
+    tail: float | None = option(None, "tail q where the tail condition is not applied (None: the shape's default)")
+    per_neuron_dampening: bool = option(True, "Condition III per neuron (type c), else its mean (type d)")
+    per_neuron_sharpness: bool = option(False, "Condition IV per neuron, else one sharpness for the layer")
+    sharpness_bounds: tuple[float, float] = option((0.1, 10.0), "search range of Condition IV (no root in it: the "
+                                                   "closest bound, reported)")
+    tail_bounds: tuple[float, float] = option((1.01, 101.0), "search range of the tail q")
+    on_no_root: NoRoot = option("clip", "without a root in the search range: clip (use the bound) or raise")
+    as_in_code_variance: bool = option(False, "realise Condition II's variance as the authors' code did "
+                                       "(docs/surrogates.md; only to reproduce their figures)")
+    cross_term: bool = option(False, "include -2 delta theta' E[f] in the Condition IV gain (expected_sq_gain)")
 
     def __post_init__(self) -> None:
-        unknown = set(self.conditions) - set(CONDITIONS)
-        if unknown:
-            raise ValueError(f"unknown condition(s) {sorted(unknown)}; choose from {', '.join(CONDITIONS)}")
-        if self.shape not in names():
-            raise ValueError(f"unknown surrogate {self.shape!r}; choose one of {', '.join(names())}")
+        if self.shape not in names():  # the surrogate's name, as everywhere else
+            raise ValueError(f"unknown surrogate {self.shape!r} for shape; choose one of "
+                             f"{', '.join(names())}")
+        check_fields(self)
+        require(0.0 < self.rate < 1.0, f"rate must be in (0, 1), got {self.rate}")
         if "tail" in self.conditions and shape_of(self.shape).name != "q_pseudospike":
             raise ValueError("the tail condition fits q of the q_pseudospike shape; set shape='q_pseudospike'")
         if "II" in self.conditions and "I" not in self.conditions:
@@ -185,7 +176,7 @@ def _mean(t: Tensor) -> str:
 
 def stability_design(cell: nn.Module, task_stats: TaskStats, config: DesignConfig | None = None, *,
                      generator: torch.Generator | None = None) -> Design:
-    """Design one LIF/ALIF layer from the stability conditions (spec §4), without modifying ``cell``.
+    """Design one LIF/ALIF layer from the stability conditions (paper B, arXiv:2202.00282), without modifying ``cell``.
 
     Order, as in the papers' ``build``: Conditions I+II draw the recurrent weights; Conditions III and IV (or the
     tail fit) are then evaluated on those weights. ``task_stats`` are the statistics of this layer's input

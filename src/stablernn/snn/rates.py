@@ -1,11 +1,11 @@
-"""Firing-rate control for spiking layers (spec §4, paper B Fig. 3): the initial rate fitted through the per-neuron
+"""Firing-rate control for spiking layers (arXiv:2202.00282, Fig. 3): the initial rate fitted through the per-neuron
 bias before training, and a sparsity loss switched in gradually during training.
 
-- :func:`fit_initial_rate` — the spec's ``adjfi:x``: freeze everything but each spiking layer's ``bias`` and fit it
+- :func:`fit_initial_rate` — the code's ``adjfi:x``: freeze everything but each spiking layer's ``bias`` and fit it
   so every layer's mean firing rate hits ``target`` (the paper suggests a *high* initial rate, e.g. 0.5).
-- :func:`sparsity_loss` — the spec's ``adjff:y``: ``mean_l (rate_l − target)²`` over spiking layers.
+- :func:`sparsity_loss` — the code's ``adjff:y``: ``mean_l (rate_l − target)²`` over spiking layers.
 - :func:`ramp` — the switch in front of it: 0 before ``start``, 1 after ``end`` (fractions of training), linear or
-  cosine in between (spec ``annealing``: start 1/5, end 3/5 of the nominal epochs).
+  cosine in between (the code's ``annealing``: start 1/5, end 3/5 of the nominal epochs).
 
 ``fit`` wires these through ``TrainConfig.init_rate / final_rate / rate_weight / rate_ramp / rate_schedule``.
 """

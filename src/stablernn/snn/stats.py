@@ -20,7 +20,7 @@ def check_rate(rate: float) -> None:
 
 @dataclass(frozen=True)
 class TaskStats:
-    """Mean and variance of a layer's input entries (over batch, time and features): the spec's ``taskmean`` /
+    """Mean and variance of a layer's input entries (over batch, time and features): the papers' code's ``taskmean`` /
     ``taskvar`` for layer 0, Bernoulli(rate) spikes for deeper layers (:meth:`spikes`)."""
 
     mean: float

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from ..data.config import DataConfig
+from ..fields import check_fields, option, require
 from ..lsc.config import LSCConfig
 from ..models import ModelConfig
+from ..snn.rates import RampKind
 
 Optimizer = Literal["adamw", "adam", "adabelief", "adabelief_lookahead", "sgd"]
 Schedule = Literal["constant", "cosine", "linear"]
@@ -20,38 +23,64 @@ SequenceLoss = Literal["mean_logits", "last", "per_step"]
 
 @dataclass
 class TrainConfig:
-    """How to train."""
+    """How to train; checked on construction (``ValueError`` naming the field and the allowed values)."""
 
-    epochs: int = 30
-    lr: float = 3e-3
-    optimizer: Optimizer = "adamw"
-    weight_decay: float = 0.0
-    schedule: Schedule = "cosine"  # over all optimisation steps
-    warmup_steps: int = 0
-    clip_norm: float | None = 1.0  # global gradient-norm clipping; None = off
-    # sequence classification: CE on time-averaged logits, on the last step's, or on every step's (label repeated)
-    loss: SequenceLoss = "mean_logits"
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    max_batches: int | None = None  # cap on training batches per epoch (quick runs)
-    eval_every: int | None = None  # also evaluate on validation every this many steps (long epochs, e.g. PTB)
-    patience: int | None = None  # stop after this many epochs without a better validation score
-    time_limit: float | None = None  # seconds of training before stopping after the current epoch
-    progress: bool = True  # progress bar
-    threads: int | None = None  # torch CPU threads (None: torch's default)
-    # firing-rate control for spiking layers (spec §4): initial rate fitted before training, and a sparsity loss
-    # weight * ramp(epoch) * mean_l (rate_l - final_rate)^2 switched in gradually
-    init_rate: float | None = None
-    final_rate: float | None = None
-    rate_weight: float = 1.0
-    rate_ramp: tuple[float, float] = (0.2, 0.6)  # fractions of training where the ramp starts and ends
-    rate_schedule: Literal["linear", "cosine"] = "linear"
-    # gradient flossing (Engelken 2023): weight * mean_b (top-k Lyapunov exponents - target)^2 added to the loss,
-    # estimated on each training batch's inputs (0 = off)
-    flossing_weight: float = 0.0
-    flossing_k: int = 1
-    flossing_target: float = 0.0
-    init_from: str | None = None  # a checkpoint / weights file to start from (e.g. written by `stablernn pretrain`)
+    epochs: int = option(30, "training epochs")
+    lr: float = option(3e-3, "learning rate")
+    optimizer: Optimizer = option("adamw", "optimizer (adabelief_lookahead: AdaBelief in Lookahead, as the papers)")
+    weight_decay: float = option(0.0, "weight decay (decoupled for adamw and adabelief)")
+    schedule: Schedule = option("cosine", "learning-rate schedule over all optimisation steps")
+    warmup_steps: int = option(0, "linear learning-rate warmup steps")
+    clip_norm: float | None = option(1.0, "global gradient-norm clipping (None: off)")
+    loss: SequenceLoss = option("mean_logits", "sequence classification loss: CE on the time-averaged logits, on "
+                                "the last step's, or on every step's (label repeated)")
+    seed: int = option(0, "seeds the initialisation, the batch order and dropout")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    max_batches: int | None = option(None, "cap on training batches per epoch (quick runs)")
+    eval_every: int | None = option(None, "also evaluate on validation every this many steps (long epochs, e.g. "
+                                    "PTB)")
+    patience: int | None = option(None, "stop after this many epochs without a better validation score")
+    time_limit: float | None = option(None, "seconds of training, then stop after the current epoch")
+    progress: bool = option(True, "show a progress bar")
+    threads: int | None = option(None, "torch CPU threads (default: torch's)")
+    # firing-rate control for spiking layers (paper B, arXiv:2202.00282, Fig. 3; docs/surrogates.md): initial rate
+    # fitted before training, and a sparsity loss weight * ramp(epoch) * mean_l (rate_l - final_rate)^2
+    init_rate: float | None = option(None, "[lif, alif] fit the initial firing rate to this before training")
+    final_rate: float | None = option(None, "[lif, alif] target rate of the sparsity loss (None: no sparsity loss)")
+    rate_weight: float = option(1.0, "[lif, alif] weight of the sparsity loss")
+    rate_ramp: tuple[float, float] = option((0.2, 0.6), "[lif, alif] START:END fractions of training over which "
+                                            "the sparsity loss is switched in")
+    rate_schedule: RampKind = option("linear", "[lif, alif] shape of the sparsity-loss ramp")
+    # gradient flossing (Engelken 2023): weight * mean_b (top-k Lyapunov exponents - target)^2
+    # added to the loss, estimated on each training batch's inputs
+    flossing_weight: float = option(0.0, "gradient-flossing loss weight (0: off)")
+    flossing_k: int = option(1, "gradient flossing: number of top Lyapunov exponents pushed to the target")
+    flossing_target: float = option(0.0, "gradient flossing: target of those exponents")
+    init_from: str | None = option(None, "checkpoint or weights file to start from (e.g. from `stablernn "
+                                   "pretrain`)")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        for name in ("epochs", "warmup_steps"):
+            require(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("max_batches", "eval_every", "patience", "threads", "flossing_k"):
+            v = getattr(self, name)
+            require(v is None or v >= 1, f"{name} must be >= 1, got {v}")
+        require(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        require(self.weight_decay >= 0 and self.rate_weight >= 0 and self.flossing_weight >= 0,
+                "weight_decay, rate_weight and flossing_weight must be >= 0")
+        require(self.clip_norm is None or self.clip_norm > 0, f"clip_norm must be > 0 or None, got "
+                f"{self.clip_norm}")
+        require(self.time_limit is None or self.time_limit > 0, f"time_limit must be > 0 or None, "
+                f"got {self.time_limit}")
+        require(re.fullmatch(r"auto|[a-z_]+(:\d+)?", self.device) is not None,
+                f"device must be auto, cpu, cuda or cuda:N (a torch device), got {self.device!r}")
+        for name in ("init_rate", "final_rate"):
+            v = getattr(self, name)
+            require(v is None or 0.0 <= v <= 1.0, f"{name} must be a firing rate in [0, 1], got {v}")
+        start, end = self.rate_ramp
+        require(0.0 <= start <= end <= 1.0, f"rate_ramp needs 0 <= start <= end <= 1, got "
+                f"{self.rate_ramp}")
 
 
 @dataclass
@@ -64,6 +93,16 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     lsc: LSCConfig | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("name", "out_dir"):
+            v = getattr(self, name)
+            require(isinstance(v, str) and v.strip() != "", f"{name} must be a non-empty string, got {v!r}")
+        for name, cls in (("model", ModelConfig), ("data", DataConfig), ("train", TrainConfig)):
+            v = getattr(self, name)
+            require(isinstance(v, cls), f"{name} must be a {cls.__name__}, got {type(v).__name__}")
+        require(self.lsc is None or isinstance(self.lsc, LSCConfig),
+                f"lsc must be an LSCConfig or None, got {type(self.lsc).__name__}")
 
     @property
     def run_dir(self) -> Path:

@@ -322,7 +322,3 @@ def _epoch_line(row: dict[str, Any]) -> str:
     keys = [k for k in ("train_loss", "train_acc", "val_loss", "val_acc", "val_ppl", "val_rate") if k in row]
     took = f" ({row['seconds']:.1f} s)" if "seconds" in row else ""
     return f"epoch {row['epoch']}: " + ", ".join(f"{k} {row[k]:.4g}" for k in keys) + took
-
-
-def config_summary(run: RunConfig) -> dict[str, Any]:
-    return asdict(run)
