@@ -4,6 +4,7 @@ LSC pre-training (every one-step transition Jacobian brought to a target radius)
 spiking neurons, on one explicit-state cell interface. See README.md and docs/.
 """
 from . import surrogate
+from .adapters import StepSpec, adapt, can_adapt
 from .cells import ALIFCell, Cell, ElmanCell, GRUCell, LIFCell, LRUCell, LSTMCell, ResLRUCell, check_cell
 from .data import DataConfig, load_task
 from .diagnostics import firing_rates, gradient_grid
@@ -40,11 +41,14 @@ __all__ = [
     "ModelConfig",
     "ResLRUCell",
     "RunConfig",
+    "StepSpec",
     "SweepSpec",
     "TaskStats",
     "TrainConfig",
+    "adapt",
     "apply_design_",
     "build_model",
+    "can_adapt",
     "check_cell",
     "design_model",
     "dynamics_profile",
