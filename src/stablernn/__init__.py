@@ -11,6 +11,7 @@ from .diagnostics import firing_rates, gradient_grid
 from .dynamics.capacity import information_processing_capacity
 from .dynamics.lyapunov import flossing_loss, lyapunov_spectrum
 from .dynamics.memory import DynamicsConfig, dynamics_profile, memory_capacity, readout_scaling
+from .export import export_nir
 from .lsc.config import LSCConfig
 from .lsc.pretrain import LSCReport, lsc_pretrain
 from .lsc.radii import radii_over_time
@@ -52,6 +53,7 @@ __all__ = [
     "check_cell",
     "design_model",
     "dynamics_profile",
+    "export_nir",
     "firing_rates",
     "fit",
     "flossing_loss",
