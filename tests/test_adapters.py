@@ -350,9 +350,40 @@ def test_norse_super_alias_matches_installed_norse():
         check_vmappable(lambda v: threshold(v, "super", torch.as_tensor(100.0)), "Norse threshold")
 
 
-def test_norse_lsnn_is_refused_with_the_way_out():
+def test_norse_lsnn_view_identical_spikes_and_lsc(digits_batches):
     norse = _need("norse.torch")
-    net = nn.Sequential(norse.LSNNRecurrentCell(3, 4))
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l1 = norse.LSNNRecurrentCell(8, 12)
+            self.l2 = norse.LSNNRecurrentCell(12, 12)
+            self.out = nn.Linear(12, 3)
+
+        def forward(self, x):
+            s1 = s2 = None
+            outs = []
+            for x_t in x.unbind(1):
+                z1, s1 = self.l1(x_t, s1)
+                z2, s2 = self.l2(z1, s2)
+                outs.append(self.out(z2))
+            return torch.stack(outs, 1)
+
+    torch.manual_seed(0)
+    net = Net().double()
+    view = adapt(net)
+    x = torch.rand(3, 40, 8, dtype=torch.float64) * 30
+    out = view.run(x)
+    assert float(out.layer_outputs[0].detach().mean()) > 0.02
+    torch.testing.assert_close(out.logits, net(x), rtol=0, atol=0)
+    rep = _smoke_lsc(view, [(b[0].double() * 20, b[1]) for b in digits_batches])
+    assert rep.steps > 0
+    torch.testing.assert_close(view(x), net(x), rtol=0, atol=0)
+
+
+def test_norse_unsupported_cells_are_refused_with_the_way_out():
+    norse = _need("norse.torch")
+    net = nn.Sequential(nn.Linear(3, 4), norse.LSNNCell())
     assert not can_adapt(net)
     with pytest.raises(ValueError, match="generic step protocol"):
         adapt(net)

@@ -1,4 +1,4 @@
-"""Norse ``LIFRecurrentCell`` and ``LIFCell`` (fed by the ``nn.Linear`` before it), computed from Norse 1.1's
+"""Norse ``LIFRecurrentCell``, ``LSNNRecurrentCell`` and ``LIFCell`` (fed by the ``nn.Linear`` before it), computed from Norse 1.1's
 ``lif_step`` / ``lif_feed_forward_step`` (norse/torch/functional/lif.py, one Euler step of length ``dt``) on the
 module's own weights and parameters:
 
@@ -148,10 +148,62 @@ def build_feed_forward(module: nn.Module, fc: nn.Linear | None) -> list[nn.Modul
     return [NorseLIFCell(module, fc, fc.out_features)]
 
 
+class LSNNState(NamedTuple):
+    v: Tensor  # membrane before this step's reset [B, n]
+    i: Tensor  # synaptic current after this step's jump [B, n]
+    b: Tensor  # threshold before this step's spike increment [B, n]
+    z: Tensor  # spikes of the last step [B, n]
+
+
+class NorseLSNNCell(NorseLIFCell):
+    """Norse ``LSNNRecurrentCell`` (``lsnn_step``: adaptive threshold ``b``, Bellec et al. 2018, arXiv:1803.09574)
+    as a stablernn cell. As for LIF, the view keeps ``v`` and ``b`` before the spike's reset / increment and applies
+    them at the start of the next step; Norse adds this step's input and the previous spikes to ``i`` *after* the spike,
+    so ``i`` is stored after the jump. Stability state ``[v, i, b]``; ``tau_adapt_inv`` is not rescaled (shortening the
+    adaptation raises its feedback; see ``stablernn.ALIFCell.scale_time_constants``)."""
+
+    def initial_state(self, batch_size: int, *, device: Any = None, dtype: Any = None) -> LSNNState:
+        z = zeros(self.input_weights, batch_size, self.hidden_size, device, dtype)
+        p = self.p
+        return LSNNState(z + torch.as_tensor(p.v_leak, dtype=z.dtype, device=z.device), z,
+                         z + torch.as_tensor(p.v_th, dtype=z.dtype, device=z.device), z)
+
+    def forward(self, x: Tensor, state: LSNNState) -> tuple[Tensor, LSNNState]:
+        check_input(self, x)
+        p = self.p
+        zr = state.z.detach()
+        v = (1 - zr) * state.v + zr * p.v_reset
+        b = state.b + zr * p.beta
+        dv = self.dt * self.tau_mem_inv * ((p.v_leak - v) + state.i)
+        v_decayed = v + dv
+        di = -self.dt * self.tau_syn_inv * state.i
+        i_decayed = state.i + di
+        db = self.dt * p.tau_adapt_inv * (p.v_th - b)
+        b_decayed = b + db
+        z_new = self.spike(v_decayed - b_decayed)
+        i_new = i_decayed + F.linear(x, self.input_weights) + F.linear(state.z, self.recurrent_weights * self.rec_mask)
+        return z_new, LSNNState(v_decayed, i_new, b_decayed, z_new)
+
+    def stability_state(self, state: LSNNState) -> Tensor:
+        return torch.cat([state.v, state.i, state.b], -1)
+
+    def with_stability_state(self, state: LSNNState, s: Tensor) -> LSNNState:
+        v, i, b = s.split(self.hidden_size, -1)
+        return LSNNState(v, i, b, self.spike(v - b))
+
+    def extra_repr(self) -> str:
+        return f"Norse LSNNRecurrentCell, {self.input_size}, {self.hidden_size}, dt={self.dt:g}"
+
+
+def build_lsnn(module: nn.Module, fc: nn.Linear | None) -> list[nn.Module]:
+    return [NorseLSNNCell(module, None, int(module.recurrent_weights.shape[0]))]
+
+
 register_layer(LayerAdapter("norse.LIFRecurrentCell", build_recurrent, takes_current=False, library="norse"))
 register_layer(LayerAdapter("norse.LIFCell", build_feed_forward, takes_current=True, library="norse"))
-for _name in ("LSNNRecurrentCell", "LSNNCell", "LIFAdExRecurrentCell", "LIFAdExCell"):
+register_layer(LayerAdapter("norse.LSNNRecurrentCell", build_lsnn, takes_current=False, library="norse"))
+for _name in ("LSNNCell", "LIFAdExRecurrentCell", "LIFAdExCell"):
     refuse_layer(f"norse.{_name}", f"Norse {_name} is not supported by the adapter yet (adaptive thresholds); "
                  "write its step with the generic step protocol (docs/your-model.md) or use stablernn.ALIFCell")
 
-__all__ = ["NorseLIFCell", "build_feed_forward", "build_recurrent", "norse_spike"]
+__all__ = ["NorseLIFCell", "NorseLSNNCell", "build_feed_forward", "build_lsnn", "build_recurrent", "norse_spike"]

@@ -80,7 +80,7 @@ def plan(module: nn.Module) -> Plan:
             if not any(True for _ in m.parameters()):
                 continue  # a parameter-free activation / pooling between layers: nothing to adapt
             raise ValueError(f"{name} ({type(m).__name__}) is not a layer stablernn knows (torch.nn RNNs, snnTorch "
-                             f"Leaky/RLeaky/Synaptic/RSynaptic, Norse LIFRecurrentCell/LIFCell); describe its step "
+                             f"Leaky/RLeaky/Synaptic/RSynaptic, Norse LIFRecurrentCell/LSNNRecurrentCell/LIFCell); describe its step "
                              f"with the generic step protocol: adapt(model, StepSpec(...)) (docs/your-model.md)")
         fc = None
         if pending_fc is not None:
