@@ -1,6 +1,6 @@
-"""Norse ``LIFRecurrentCell``, ``LSNNRecurrentCell`` and ``LIFCell`` (fed by the ``nn.Linear`` before it), computed from Norse 1.1's
-``lif_step`` / ``lif_feed_forward_step`` (norse/torch/functional/lif.py, one Euler step of length ``dt``) on the
-module's own weights and parameters:
+"""Norse ``LIFRecurrentCell``, ``LSNNRecurrentCell`` and ``LIFCell`` (fed by the ``nn.Linear`` before it),
+computed from Norse 1.1's ``lif_step`` / ``lif_feed_forward_step`` (norse/torch/functional/lif.py, one Euler step of
+length ``dt``; ``lsnn_step`` for LSNN, below) on the module's own weights and parameters:
 
     i_jump = i + W_in x (+ W_rec z)
     v_dec  = v + dt τ_mem⁻¹ ((v_leak - v) + i_jump);     i' = i_jump - dt τ_syn⁻¹ i_jump

@@ -80,8 +80,9 @@ def plan(module: nn.Module) -> Plan:
             if not any(True for _ in m.parameters()):
                 continue  # a parameter-free activation / pooling between layers: nothing to adapt
             raise ValueError(f"{name} ({type(m).__name__}) is not a layer stablernn knows (torch.nn RNNs, snnTorch "
-                             f"Leaky/RLeaky/Synaptic/RSynaptic, Norse LIFRecurrentCell/LSNNRecurrentCell/LIFCell); describe its step "
-                             f"with the generic step protocol: adapt(model, StepSpec(...)) (docs/your-model.md)")
+                             f"Leaky/RLeaky/Synaptic/RSynaptic, Norse LIFRecurrentCell/LSNNRecurrentCell/LIFCell); "
+                             f"describe its step with the generic step protocol: adapt(model, StepSpec(...)) "
+                             f"(docs/your-model.md)")
         fc = None
         if pending_fc is not None:
             if ad.takes_current:
