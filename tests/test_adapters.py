@@ -249,6 +249,15 @@ def test_snntorch_lsc_in_place_state_untouched_and_beta_rescaled(digits_batches)
     _diagnostics_run(view, x, digits_batches[0][1][:3])
 
 
+@pytest.mark.parametrize("options,match", [({"reset_delay": False}, "reset_delay"),
+                                           ({"init_hidden": True}, "init_hidden"),
+                                           ({"surrogate_disable": True}, "surrogate")])
+def test_snntorch_refusals_name_the_option(options, match):
+    snn = _need("snntorch")
+    with pytest.raises(ValueError, match=match):
+        adapt(nn.Sequential(nn.Linear(3, 4), snn.Leaky(beta=0.9, **options)))
+
+
 def test_snntorch_shared_beta_is_made_private():
     snn = _need("snntorch")
     beta = torch.tensor(0.9)
@@ -334,6 +343,35 @@ def test_norse_leak_in_snapshot_rescaled_and_defaults_untouched(digits_batches):
     x = digits_batches[0][0][:3] * 20
     torch.testing.assert_close(net(x), view(x), rtol=0, atol=0)
     _diagnostics_run(view, x, digits_batches[0][1][:3])
+
+
+def test_norse_feed_forward_lif_cells_identical_spikes():
+    norse = _need("norse.torch")
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.l1 = nn.Linear(8, 12), norse.LIFCell()
+            self.fc2, self.l2 = nn.Linear(12, 12), norse.LIFCell()
+            self.out = nn.Linear(12, 3)
+
+        def forward(self, x):
+            s1 = s2 = None
+            outs = []
+            for x_t in x.unbind(1):
+                z1, s1 = self.l1(self.fc1(x_t), s1)
+                z2, s2 = self.l2(self.fc2(z1), s2)
+                outs.append(self.out(z2))
+            return torch.stack(outs, 1)
+
+    torch.manual_seed(0)
+    net = Net()
+    view = adapt(net)
+    assert view.cells[0].fc is net.fc1
+    x = torch.rand(3, 30, 8) * 40
+    out = view.run(x)
+    assert float(out.layer_outputs[0].detach().mean()) > 0.02
+    torch.testing.assert_close(out.logits, net(x), rtol=0, atol=0)
 
 
 def test_norse_super_alias_matches_installed_norse():
