@@ -169,6 +169,13 @@ def test_step_protocol_diagonal_recurrence_reaches_targets(digits_batches):
     assert can_adapt(net) and isinstance(adapt(net), ModelView)
 
 
+def test_step_protocol_diagnostics_run(digits_batches):
+    torch.manual_seed(0)
+    net = DiagonalRecurrence(width=6)
+    view = adapt(net, StepSpec(diagonal_step, state_sizes=(6,), input_size=8, readout="C"))
+    _diagnostics_run(view, digits_batches[0][0][:3], digits_batches[0][1][:3])
+
+
 def test_step_spec_checks_its_fields():
     with pytest.raises(ValueError, match="state_sizes"):
         StepSpec(diagonal_step, state_sizes=(0,), input_size=3)
