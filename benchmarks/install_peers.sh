@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the peer spiking libraries that benchmarks/speed.py compares against: snnTorch, Norse, SpikingJelly.
+# Install the peer spiking libraries that benchmarks/speed.py compares against and the adapter tests read
+# (tests/test_adapters.py, .ci/run): snnTorch, Norse, SpikingJelly, and NIR (nir, nirtorch).
 #
 # Why --no-deps: a plain `pip install norse` or `pip install spikingjelly` resolves torch to the newest CUDA build
 # (GBs) and replaces the torch already installed. Here each peer is installed without dependencies, followed by
@@ -8,7 +9,8 @@
 #
 # Usage: bash benchmarks/install_peers.sh            (into the active Python environment)
 #        PYTHON=/path/to/python bash benchmarks/install_peers.sh
-# These are benchmark-only tools, never a dependency or extra of stablernn.
+# These are test and benchmark tools, never a dependency of stablernn (stablernn.adapters reads their modules by
+# type name and never imports them).
 set -euo pipefail
 
 PYTHON="${PYTHON:-python}"
@@ -32,7 +34,7 @@ fi
 import importlib
 import importlib.metadata
 
-for name in ("snntorch", "norse", "spikingjelly"):
+for name in ("snntorch", "norse", "spikingjelly", "nir", "nirtorch"):
     try:
         importlib.import_module(name)
         print(f"{name} {importlib.metadata.version(name)}: ok")

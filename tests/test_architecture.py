@@ -17,7 +17,7 @@ LAYERS: dict[str, int] = {
     "cells": 1,
     "snn": 2,  # the stability conditions read cells only, so the one builder (models) can apply them
     "models": 3,
-    "adapters": 4,
+    "adapters": 4, "export": 4,
     "lsc": 5, "dynamics": 5,
     "diagnostics": 6,
     "train": 7,

@@ -159,11 +159,11 @@ def _published(name: str, x: torch.Tensor, a: float) -> torch.Tensor:
     """The other libraries' surrogate derivatives, written from their published formulas."""
     if name in ("snntorch_atan", "spikingjelly_atan"):
         return (a / 2) / (1 + (math.pi / 2 * a * x) ** 2)
-    if name == "snntorch_fast_sigmoid":
+    if name in ("snntorch_fast_sigmoid", "superspike"):
         return 1.0 / (a * x.abs() + 1.0) ** 2
-    if name == "norse_super":
-        return 1.0 / (a * x.abs() + 1.0) ** 2
-    if name == "spikingjelly_sigmoid":
+    if name == "norse_super":  # Norse 1.1's SuperSpike.backward ignores α
+        return 1.0 / (x.abs() + 1.0) ** 2
+    if name in ("spikingjelly_sigmoid", "snntorch_sigmoid"):
         sg = torch.sigmoid(a * x)
         return a * sg * (1 - sg)
     raise AssertionError(name)
@@ -183,6 +183,8 @@ def test_alias_defaults_are_the_libraries_defaults():
     assert ALIASES["snntorch_atan"].default == 2.0
     assert ALIASES["snntorch_fast_sigmoid"].default == 25.0
     assert ALIASES["norse_super"].default == 100.0
+    assert ALIASES["superspike"].default == 100.0
+    assert ALIASES["snntorch_sigmoid"].default == 25.0
     assert ALIASES["spikingjelly_sigmoid"].default == 4.0
 
 

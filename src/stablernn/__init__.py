@@ -4,12 +4,14 @@ LSC pre-training (every one-step transition Jacobian brought to a target radius)
 spiking neurons, on one explicit-state cell interface. See README.md and docs/.
 """
 from . import fields, surrogate
+from .adapters import StepSpec, adapt, can_adapt
 from .cells import ALIFCell, Cell, ElmanCell, GRUCell, LIFCell, LRUCell, LSTMCell, ResLRUCell, check_cell
 from .data import DataConfig, load_task
 from .diagnostics import firing_rates, gradient_grid
 from .dynamics.capacity import information_processing_capacity
 from .dynamics.lyapunov import flossing_loss, lyapunov_spectrum
 from .dynamics.memory import DynamicsConfig, dynamics_profile, memory_capacity, readout_scaling
+from .export import export_nir
 from .lsc.config import LSCConfig
 from .lsc.pretrain import LSCReport, lsc_pretrain
 from .lsc.radii import radii_over_time
@@ -41,14 +43,18 @@ __all__ = [
     "ModelConfig",
     "ResLRUCell",
     "RunConfig",
+    "StepSpec",
     "SweepSpec",
     "TaskStats",
     "TrainConfig",
+    "adapt",
     "apply_design_",
     "build_model",
+    "can_adapt",
     "check_cell",
     "design_model",
     "dynamics_profile",
+    "export_nir",
     "fields",
     "firing_rates",
     "fit",

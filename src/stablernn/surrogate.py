@@ -162,8 +162,8 @@ class Shape:
 
 ShapeName = Literal["rectangular", "triangular", "exponential", "gaussian", "sigmoid", "fast_sigmoid", "q_pseudospike",
                     "cauchy"]
-AliasName = Literal["snntorch_atan", "snntorch_fast_sigmoid", "norse_super", "spikingjelly_sigmoid",
-                    "spikingjelly_atan"]
+AliasName = Literal["snntorch_atan", "snntorch_fast_sigmoid", "snntorch_sigmoid", "superspike", "norse_super",
+                    "spikingjelly_sigmoid", "spikingjelly_atan"]
 SurrogateName = Literal[ShapeName, AliasName]  # what :func:`get` accepts; :data:`SHAPES` / :data:`ALIASES` define each
 
 SHAPES: dict[str, Shape] = {
@@ -210,9 +210,17 @@ ALIASES: dict[str, Alias] = {
         # snnTorch surrogate.fast_sigmoid(slope=25): f = 1 / (1 + k|U|)²: peak 1, area 2/k -> fast_sigmoid γ=1, s=k/2
         Alias("snntorch_fast_sigmoid", "fast_sigmoid", "slope", 25.0, lambda k: (1.0, k / 2.0),
               "1 / (1 + k|U|)²", "snnTorch surrogate.fast_sigmoid (FastSigmoid)"),
-        # Norse SuperSpike (super_fn, alpha=100): f = 1 / (α|x| + 1)² -> fast_sigmoid γ = 1, s = α/2.
-        Alias("norse_super", "fast_sigmoid", "alpha", 100.0, lambda a: (1.0, a / 2.0),
-              "1 / (α|x| + 1)²", "Norse functional.superspike (SuperSpike, Zenke & Ganguli 2018)"),
+        # snnTorch surrogate.sigmoid(slope=25): f = k σ(kU)(1 − σ(kU)): peak k/4, area 1 -> sigmoid, γ = s = k/4
+        Alias("snntorch_sigmoid", "sigmoid", "slope", 25.0, lambda k: (k / 4.0, k / 4.0),
+              "k σ(k U)(1 − σ(k U))", "snnTorch surrogate.sigmoid (Sigmoid)"),
+        # SuperSpike as published (Zenke & Ganguli 2018, Neural Comput. 30:1514, §3.3.2) and in Norse < 1.1:
+        # f = 1 / (α|x| + 1)² -> fast_sigmoid γ = 1, s = α/2.
+        Alias("superspike", "fast_sigmoid", "alpha", 100.0, lambda a: (1.0, a / 2.0),
+              "1 / (α|x| + 1)²", "SuperSpike (Zenke & Ganguli 2018); Norse < 1.1 functional.superspike"),
+        # Norse 1.1 SuperSpike (LIFParameters(method="super")): its backward is 1 / (|x| + 1)² and ignores α, so
+        # this alias does too (α is checked, then unused): fast_sigmoid γ = 1, s = 1/2. The α form is "superspike".
+        Alias("norse_super", "fast_sigmoid", "alpha", 100.0, lambda a: (1.0, 0.5),
+              "1 / (|x| + 1)² (α ignored)", "Norse 1.1 functional.superspike (SuperSpike.backward)"),
         # SpikingJelly surrogate.Sigmoid(alpha=4): f = α σ(αx)(1 − σ(αx)): peak α/4, area 1 -> sigmoid, γ = s = α/4
         Alias("spikingjelly_sigmoid", "sigmoid", "alpha", 4.0, lambda a: (a / 4.0, a / 4.0),
               "α σ(α x)(1 − σ(α x))", "SpikingJelly surrogate.Sigmoid"),
@@ -444,6 +452,20 @@ def resolve(spike: str | Callable[[Tensor], Tensor] | None) -> Callable[[Tensor]
     return spike
 
 
+def check_vmappable(spike: Callable[[Tensor], Tensor], name: str = "spike function") -> None:
+    """Raise ``TypeError`` naming the stablernn alias to use when ``spike`` cannot run under ``torch.func.vmap``
+    (an ``autograd.Function`` without a vmap rule, as snnTorch's and Norse's surrogates): LSC and the diagnostics
+    take every Jacobian under ``vmap``."""
+    try:
+        torch.func.vmap(torch.func.jacrev(lambda v: spike(v)))(torch.zeros(2, 3))
+    except Exception as e:  # any failure here is the user's function failing under vmap
+        raise TypeError(
+            f"{name} {getattr(spike, '__qualname__', type(spike).__name__)} cannot run under torch.func.vmap "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:120]}); use the stablernn surrogate of the same "
+            f"function instead: stablernn.surrogate.get(name, alpha=...) with name one of {', '.join(ALIASES)} "
+            f"(other libraries' surrogates, exact match), or a shape: {', '.join(SHAPES)}") from None
+
+
 def shape_of(name: str) -> Shape:
     """The :class:`Shape` behind a shape or alias name."""
     if name in ALIASES:
@@ -453,5 +475,5 @@ def shape_of(name: str) -> Shape:
     return SHAPES[name]
 
 
-__all__ = ["ALIASES", "SHAPES", "Alias", "AliasName", "Shape", "ShapeName", "SpikeFunction", "SurrogateName", "get",
-           "names", "resolve", "shape_of"]
+__all__ = ["ALIASES", "SHAPES", "Alias", "AliasName", "Shape", "ShapeName", "SpikeFunction", "SurrogateName",
+           "check_vmappable", "get", "names", "resolve", "shape_of"]

@@ -35,6 +35,54 @@ _PRETRAIN_EXTRA = [
     _param("config", _OPT_PATH, typer.Option(None, "--config", help="TOML/JSON run config whose [model], [data] "
                                              "and [lsc] tables are the starting point; options override it")),
 ]
+# --- bring your own model (docs/your-model.md): --model module.path:factory -------------------------------------
+_OPT_STR = typing.Optional[str]  # noqa: UP045
+_USER_MODEL = _param("user_model", _OPT_STR, typer.Option(
+    None, "--model", help="your own model: module.path:factory, a function returning an nn.Module (torch.nn RNNs, "
+    "snnTorch, Norse; docs/your-model.md); the model options are then ignored"))
+_PRETRAIN_EXTRA.append(_USER_MODEL)
+
+
+def _user_view(spec: str, info: Any) -> tuple[Any, Any]:
+    """The user's module from ``spec`` and its stablernn view; the view's input width must be the task's."""
+    from ..adapters import adapt
+    from ..adapters.factory import load_factory_model
+
+    user = load_factory_model(spec)
+    view = adapt(user)
+    if view.input_size != info.input_size:
+        raise ValueError(f"--model {spec}: the model takes {view.input_size} features per step but the task gives "
+                         f"{info.input_size}; build it for the task's input size")
+    return user, view
+
+
+def _pretrain_user_model(spec: str, data_cfg: DataConfig, lsc_cfg: LSCConfig, out: Path) -> None:
+    """``pretrain --model``: LSC on the view, the *user's* state dict to OUT/pretrained.pt (plus the leak constants
+    outside it, e.g. Norse's ``p.tau_mem_inv``, to OUT/leak_constants.pt)."""
+    import torch
+
+    from ..adapters import leak_constants
+    from ..data import load_task
+    from ..io import atomic_torch_save, atomic_write_json
+    from ..lsc.pretrain import lsc_pretrain
+
+    data = load_task(data_cfg)
+    torch.manual_seed(lsc_cfg.seed)
+    user, view = _user_view(spec, data.info)
+    report = lsc_pretrain(view, data.train, lsc_cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save(user.state_dict(), out / "pretrained.pt")
+    extra = leak_constants(view)
+    if extra:
+        atomic_torch_save(extra, out / "leak_constants.pt")
+    report.save(out / "lsc_report.json")
+    atomic_write_json(out / "lsc_config.json", dataclasses.asdict(lsc_cfg))
+    atomic_write_json(out / "model.json", {"factory": spec, "library": view.library, "layers": len(view.cells),
+                                           "leak_constants": sorted(extra)})
+    typer.echo(report.table())
+    typer.echo(f"your model's state dict written to {out / 'pretrained.pt'} (load it with "
+               f"{spec.split(':')[1]}().load_state_dict(torch.load(...)))"
+               + (f"; leak constants outside it to {out / 'leak_constants.pt'}" if extra else ""))
 
 
 def _sections(specs: list[Any], values: dict[str, Any], config: Path | None) -> dict[str, Any]:
@@ -79,6 +127,8 @@ def pretrain(**values: Any) -> None:
     sec = _sections(PRETRAIN_SPECS, values, values.get("config"))
     model_cfg, data_cfg, lsc_cfg = sec["model"], sec["data"], sec["lsc"]
     out = Path(values["out"])
+    if values.get("user_model"):
+        return _pretrain_user_model(values["user_model"], data_cfg, lsc_cfg, out)
     model, data = _build(model_cfg, data_cfg, lsc_cfg.seed)
     report = lsc_pretrain(model, data.train, lsc_cfg)
     out.mkdir(parents=True, exist_ok=True)
@@ -111,6 +161,7 @@ _DIAGNOSE_EXTRA = [
     _param("steps", typing.Optional[int], typer.Option(16, "--steps", help="time steps at which radii are "  # noqa: UP045
                                                        "measured (evenly spread)")),
     _param("samples", int, typer.Option(16, "--samples", help="examples of the first training batch used")),
+    _USER_MODEL,
 ]
 
 
@@ -131,7 +182,14 @@ def diagnose(**values: Any) -> None:
     data_cfg = section_from(DIAGNOSE_SPECS, values, "data", DataConfig, base.get("data") or {})
     if values["samples"] < 1:
         raise ValueError(f"--samples must be >= 1, got {values['samples']}")
-    if values.get("run"):
+    if values.get("user_model"):  # --model: the view of the user's module (weights load into the user's module)
+        from ..data import load_task
+
+        data = load_task(data_cfg)
+        user, model = _user_view(values["user_model"], data.info)
+        if values.get("weights"):
+            user.load_state_dict(load_state_dict_from(values["weights"]))
+    elif values.get("run"):  # --run: exactly the network a run trained
         from ..data import load_task
         from ..train.runs import load_run
 
@@ -140,8 +198,8 @@ def diagnose(**values: Any) -> None:
         data = load_task(data_cfg)
     else:
         model, data = _build(model_cfg, data_cfg, data_cfg.seed)
-    if values.get("weights"):
-        model.load_state_dict(load_state_dict_from(values["weights"]))
+        if values.get("weights"):
+            model.load_state_dict(load_state_dict_from(values["weights"]))
     x, y = next(iter(data.train))
     x, y = x[: values["samples"]], y[: values["samples"]]
     out = Path(values["out"])

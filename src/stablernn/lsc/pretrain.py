@@ -270,18 +270,20 @@ def lsc_pretrain(model: nn.Module, batches: Any, config: LSCConfig | None = None
     :class:`LSCReport`. The model's weights are changed in place (to the best weights found).
 
     Args:
-        model: a ``DeepRNN`` (any cells, a user's own included), a bare cell, or an ``FFN``.
+        model: a ``DeepRNN`` (any cells, a user's own included), a bare cell, an ``FFN``, or a user's own model
+            (torch.nn, snnTorch, Norse, a ``StepSpec``): it is adapted (:func:`stablernn.adapters.adapt`) and trained
+            in place.
         batches: a loader / list of ``(x, y)`` batches or of tensors ``x [B, T, F]`` (``[B, T]`` ids; ``[B, F]``
             for an FFN), or one tensor. The first ``config.batches`` are used, cycled until a stop.
         config: :class:`LSCConfig`; ``overrides`` replace its fields (``lsc_pretrain(m, data, target=0.5)``).
     """
     cfg = make_config(config, **overrides)
     t0 = time.perf_counter()
+    if not is_ffn(model):
+        model = as_stack(model)  # raises a clear TypeError for unsupported models; a view shares the user's weights
     device = _device(model)
     xs = _prepare_batches(batches, cfg, device)
     ffn = is_ffn(model)
-    if not ffn:
-        as_stack(model)  # raises a clear TypeError for unsupported models
     seq_len = None if ffn else int(xs[0].shape[1]) if xs[0].dim() >= 2 else None
     targets = resolve_targets(model, cfg, seq_len)
     fams = list(targets)
