@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from .cells import ALIFCell, ElmanCell, GRUCell, LIFCell, LRUCell, LSTMCell, ResLRUCell
 from .cells import output_size as output_size_of
-from .cells.base import State
+from .cells.base import State, check_cell
 from .cells.rnn import activation_fn
 from .cells.spiking import default_tau_adapt
 
@@ -55,6 +55,13 @@ class DeepRNN(nn.Module):
             raise ValueError("DeepRNN needs at least one cell")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        for l, cell in enumerate(cells):  # the cell contract, checked once here rather than deep inside LSC later
+            if not isinstance(cell, nn.Module):
+                raise TypeError(f"layer {l}: DeepRNN cells must be nn.Modules, got {type(cell).__name__}")
+            try:
+                check_cell(cell)
+            except TypeError as e:
+                raise TypeError(f"layer {l}: {e}") from None
         self.cells = nn.ModuleList(cells)
         self.input_size, self.output_size = int(input_size), int(output_size)
         self.residual, self.dropout = bool(residual), float(dropout)

@@ -1,6 +1,7 @@
 """Typed options of LSC pre-training (spec §1.4), kept apart from the loop so configs import it cheaply."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -51,3 +52,63 @@ class LSCConfig:
     exact_max_dim: int = 256  # engine="auto": exact Jacobians up to this size, matrix-free above
     mf_iters: int = 64  # matrix-free engine: Arnoldi iterations at most (per direction)
     mf_tol: float = 1e-4  # matrix-free engine: relative change of the top Ritz value that counts as converged
+
+    def __post_init__(self) -> None:
+        validate_lsc_config(self)
+
+
+def _positive(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
+def validate_lsc_config(cfg: LSCConfig) -> None:
+    """Raise ``ValueError`` naming the field (as its ``--lsc-*`` option) and the allowed values; called on
+    construction, so a bad value is refused before anything is written."""
+    t = cfg.target
+    if isinstance(t, str):
+        try:  # a number spelt as text ("0.8", from a TOML string or the command line)
+            t = float(t)
+        except ValueError:
+            pass
+    if isinstance(t, str):
+        if t not in ("auto", "unbalanced"):
+            raise ValueError(f"--lsc (LSC target) must be a positive number, auto or unbalanced, got {t!r}")
+    elif isinstance(t, dict):
+        bad = {k: v for k, v in t.items() if k not in FAMILIES or not _positive(v)}
+        if bad:
+            raise ValueError(f"LSC target per family must map {', '.join(FAMILIES)} to positive finite numbers, "
+                             f"got {bad}")
+    elif not _positive(t):
+        raise ValueError(f"--lsc (LSC target radius) must be a positive finite number (e.g. 1.0 or 0.5), auto or "
+                         f"unbalanced, got {t!r}")
+    bad_fams = set(cfg.families) - set(FAMILIES)
+    if bad_fams or not cfg.families:
+        raise ValueError(f"--lsc-families must be some of {', '.join(FAMILIES)}, got {list(cfg.families)}")
+    if not _positive(cfg.decoder_target):
+        raise ValueError(f"--lsc-decoder-target must be a positive finite number, got {cfg.decoder_target!r}")
+    for name, allowed in (("measure", ("radius", "norm", "probe")), ("rectangular", ("subsample", "norm")),
+                          ("engine", ("auto", "exact", "matrix_free")),
+                          ("optimizer", ("adabelief_lookahead", "adabelief", "adamw"))):
+        if getattr(cfg, name) not in allowed:
+            raise ValueError(f"--lsc-{name} must be one of {', '.join(allowed)}, got {getattr(cfg, name)!r}")
+    for name in ("max_steps", "patience", "batches", "exact_max_dim", "mf_iters"):
+        v = getattr(cfg, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"--lsc-{name.replace('_', '-')} must be an integer >= 1, got {v!r}")
+    for name in ("batch_size", "layers_per_step", "measure_steps"):
+        v = getattr(cfg, name)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise ValueError(f"--lsc-{name.replace('_', '-')} must be an integer >= 1 (or left out), got {v!r}")
+    for name in ("lr", "tol", "mf_tol"):
+        if not _positive(getattr(cfg, name)):
+            raise ValueError(f"--lsc-{name.replace('_', '-')} must be a positive finite number, got "
+                             f"{getattr(cfg, name)!r}")
+    if cfg.time_limit is not None and not _positive(cfg.time_limit):
+        raise ValueError(f"--lsc-time-limit must be a positive number of seconds, got {cfg.time_limit!r}")
+    wd = cfg.weight_decay
+    if not isinstance(wd, (int, float)) or not math.isfinite(wd) or wd < 0:
+        raise ValueError(f"--lsc-weight-decay must be a finite number >= 0, got {wd!r}")
+    if not 0.0 < cfg.rescale_clip < 1.0:
+        raise ValueError(f"--lsc-rescale-clip must be in (0, 1), got {cfg.rescale_clip}")
+    if not 0.0 <= cfg.ema < 1.0:
+        raise ValueError(f"--lsc-ema must be in [0, 1), got {cfg.ema}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,58 @@ class TrainConfig:
     flossing_k: int = 1
     flossing_target: float = 0.0
     init_from: str | None = None  # a checkpoint / weights file to start from (e.g. written by `stablernn pretrain`)
+
+    def __post_init__(self) -> None:
+        validate_train_config(self)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def validate_train_config(tc: TrainConfig) -> None:
+    """Raise ``ValueError`` naming the field (as its command-line option) and the allowed values; called on
+    construction, so a bad value is refused before a run directory exists."""
+    if not _is_int(tc.epochs) or tc.epochs < 0:
+        raise ValueError(f"--epochs must be an integer >= 0, got {tc.epochs!r}")
+    if not _is_num(tc.lr) or tc.lr <= 0:
+        raise ValueError(f"--lr must be a positive finite number, got {tc.lr!r}")
+    if not _is_num(tc.weight_decay) or tc.weight_decay < 0:
+        raise ValueError(f"--weight-decay must be a finite number >= 0, got {tc.weight_decay!r}")
+    if not _is_int(tc.seed):
+        raise ValueError(f"--seed must be an integer, got {tc.seed!r}")
+    for name in ("warmup_steps",):
+        v = getattr(tc, name)
+        if not _is_int(v) or v < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 0, got {v!r}")
+    for name in ("max_batches", "eval_every", "patience", "threads"):
+        v = getattr(tc, name)
+        if v is not None and (not _is_int(v) or v < 1):
+            raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 1 (or left out), got {v!r}")
+    if tc.clip_norm is not None and (not _is_num(tc.clip_norm) or tc.clip_norm < 0):
+        raise ValueError(f"--clip-norm must be a finite number >= 0 (0 = no clipping), got {tc.clip_norm!r}")
+    if tc.time_limit is not None and (not _is_num(tc.time_limit) or tc.time_limit <= 0):
+        raise ValueError(f"--time-limit must be a positive number of seconds, got {tc.time_limit!r}")
+    if tc.init_rate is not None and (not _is_num(tc.init_rate) or not 0.0 < tc.init_rate < 1.0):
+        raise ValueError(f"--init-rate must be a firing rate in (0, 1), got {tc.init_rate!r}")
+    if tc.final_rate is not None and (not _is_num(tc.final_rate) or not 0.0 <= tc.final_rate <= 1.0):
+        raise ValueError(f"--final-rate must be a firing rate in [0, 1], got {tc.final_rate!r}")
+    if not _is_num(tc.rate_weight) or tc.rate_weight < 0:
+        raise ValueError(f"--rate-weight must be a finite number >= 0, got {tc.rate_weight!r}")
+    ramp = tuple(tc.rate_ramp)
+    if len(ramp) != 2 or not all(_is_num(v) for v in ramp) or not 0.0 <= ramp[0] <= ramp[1] <= 1.0:
+        raise ValueError(f"--rate-ramp must be START:END with 0 <= START <= END <= 1 (fractions of training), got "
+                         f"{':'.join(map(str, ramp))}")
+    if not _is_num(tc.flossing_weight) or tc.flossing_weight < 0:
+        raise ValueError(f"--flossing-weight must be a finite number >= 0, got {tc.flossing_weight!r}")
+    if not _is_int(tc.flossing_k) or tc.flossing_k < 1:
+        raise ValueError(f"--flossing-k must be an integer >= 1, got {tc.flossing_k!r}")
+    if not _is_num(tc.flossing_target):
+        raise ValueError(f"--flossing-target must be a finite number, got {tc.flossing_target!r}")
 
 
 @dataclass
