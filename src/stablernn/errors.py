@@ -8,3 +8,7 @@ class MissingDependencyError(ImportError):
 
 class RunBusyError(RuntimeError):
     """Another live process holds the run's lock (it is training that run right now)."""
+
+
+class NonFiniteError(RuntimeError):
+    """Training produced a NaN/inf; the message names the epoch, step and the first non-finite tensor."""

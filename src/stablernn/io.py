@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -104,7 +104,7 @@ class RunLock:
     within one process (a sweep worker locks the run, then :func:`stablernn.train.fit` locks it again).
     """
 
-    _held: dict[str, tuple[int, int]] = {}  # resolved lock path -> (fd, depth), this process only
+    _held: ClassVar[dict[str, tuple[int, int]]] = {}  # resolved lock path -> (fd, depth), this process only
     _guard = threading.Lock()
 
     def __init__(self, folder: str | Path):

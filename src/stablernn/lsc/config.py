@@ -1,6 +1,7 @@
 """Typed options of LSC pre-training (spec §1.4), kept apart from the loop so configs import it cheaply."""
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -66,10 +67,8 @@ def validate_lsc_config(cfg: LSCConfig) -> None:
     construction, so a bad value is refused before anything is written."""
     t = cfg.target
     if isinstance(t, str):
-        try:  # a number spelt as text ("0.8", from a TOML string or the command line)
+        with contextlib.suppress(ValueError):  # a number spelt as text ("0.8", from TOML or the command line)
             t = float(t)
-        except ValueError:
-            pass
     if isinstance(t, str):
         if t not in ("auto", "unbalanced"):
             raise ValueError(f"--lsc (LSC target) must be a positive number, auto or unbalanced, got {t!r}")

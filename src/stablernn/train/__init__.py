@@ -1,7 +1,7 @@
 """Training: typed configs, the :func:`fit` loop, checkpoints."""
 from ..io import load_checkpoint, load_state_dict_from
 from .config import RunConfig, TrainConfig, load_config_file
-from .loop import NonFiniteError, evaluate, fit, resolve_device
+from .loop import DivergenceWarning, NonFiniteError, evaluate, fit, resolve_device
 
-__all__ = ["NonFiniteError", "RunConfig", "TrainConfig", "evaluate", "fit", "load_checkpoint", "load_config_file",
-           "load_state_dict_from", "resolve_device"]
+__all__ = ["DivergenceWarning", "NonFiniteError", "RunConfig", "TrainConfig", "evaluate", "fit", "load_checkpoint",
+           "load_config_file", "load_state_dict_from", "resolve_device"]
