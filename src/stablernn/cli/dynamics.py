@@ -11,6 +11,7 @@ import torch
 import typer
 from torch import Tensor, nn
 
+from ..io import atomic_write_text
 from .app import app
 
 FIGURES = ("spectrum.png", "memory.png", "readout.png")
@@ -245,7 +246,7 @@ def dynamics(
     out.mkdir(parents=True, exist_ok=True)
     summary = {"network": label, "config": dict(cfg.__dict__.items()), "profiles": rows,
                "lsc": lsc_reports}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1, default=str) + "\n")
     typer.echo(f"network: {label}; features: {features}; exponents per step (natural log)")
     typer.echo(print_table(rows))
     if draws > 0:

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from ..figures import save_figure
+from ..io import atomic_write_text
 from .runner import INDEX_FILE, NONE, STATUS_FILE, flatten, format_value, read_json, run_status
 
 SEED_KEYS = ("train.seed", "lsc.seed")
@@ -102,7 +103,9 @@ def load_sweep(root: str | Path) -> SweepTable:
     by_name = {p.name: p for p in run_dirs}
     order = [r["name"] for r in index.get("runs", []) if r["name"] in by_name]
     order += [n for n in by_name if n not in set(order)]
-    if not order:
+    # runs the index lists that have not written a config yet (pending, or running before their first checkpoint)
+    unstarted = [r for r in index.get("runs", []) if r.get("name") not in by_name]
+    if not order and not unstarted:
         raise FileNotFoundError(f"no run directories (folders with config.json) under {root}")
     configs = {n: json.loads((by_name[n] / "config.json").read_text()) for n in order}
     seed_keys = tuple(index.get("seed_keys", SEED_KEYS))
@@ -124,6 +127,10 @@ def load_sweep(root: str | Path) -> SweepTable:
         rep = read_json(d / "lsc_report.json")
         if rep is not None:
             lsc[n] = rep
+    for r in unstarted:
+        row = {"name": r["name"], "status": run_status(root / r["name"]), "seed": r.get("seed"), "error": None}
+        row.update({key: display_value(r.get("varied", {}).get(key)) for key in axes})
+        rows.append(row)
     return SweepTable(root, rows, axes, index.get("spec", {}), configs, lsc)
 
 
@@ -712,13 +719,13 @@ def write_report(root: str | Path, out: str | Path | None = None, *, metric: str
     pivots = [pivot_table(groups, by, pivot, metric)] if pivot else []
     text = _markdown(table, groups, by, cols, fig_paths, out, command, pivots)
     md = out / "report.md"
-    md.write_text(text)
+    atomic_write_text(md, text)
     metric_cols = sorted({k for r in table.rows for k in r if _is_number(r.get(k)) and k not in by
                           and k != "seed"})
     runs_csv = out / "runs.csv"
-    runs_csv.write_text(to_csv(table.rows, ["name", "status", "seed", *by, *metric_cols, "error"]))
+    atomic_write_text(runs_csv, to_csv(table.rows, ["name", "status", "seed", *by, *metric_cols, "error"]))
     summary_csv = out / "summary.csv"
-    summary_csv.write_text(to_csv(groups, [*by, "n", "n_failed", "n_runs",
+    atomic_write_text(summary_csv, to_csv(groups, [*by, "n", "n_failed", "n_runs",
                                            *(f"{m}_{s}" for m in cols for s in ("mean", "sd"))]))
     return Report(md, runs_csv, summary_csv, fig_paths, text)
 
