@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -58,6 +60,9 @@ class TrainConfig:
         validate_train_config(self)
 
 
+_HINTS: dict[str, Any] = typing.get_type_hints(TrainConfig)
+
+
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -69,6 +74,13 @@ def _is_num(v: Any) -> bool:
 def validate_train_config(tc: TrainConfig) -> None:
     """Raise ``ValueError`` naming the field (as its command-line option) and the allowed values; called on
     construction, so a bad value is refused before a run directory exists."""
+    for f in dataclasses.fields(tc):  # Literal fields: one of the listed choices
+        choices = typing.get_args(_HINTS[f.name]) if typing.get_origin(_HINTS[f.name]) is Literal else ()
+        if choices and getattr(tc, f.name) not in choices:
+            raise ValueError(f"--{f.name.replace('_', '-')} must be one of {', '.join(choices)}, got "
+                             f"{getattr(tc, f.name)!r}")
+    if not isinstance(tc.device, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", tc.device):
+        raise ValueError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {tc.device!r}")
     if not _is_int(tc.epochs) or tc.epochs < 0:
         raise ValueError(f"--epochs must be an integer >= 0, got {tc.epochs!r}")
     if not _is_num(tc.lr) or tc.lr <= 0:
