@@ -579,3 +579,15 @@ def test_fuzz_malformed_idx_checkpoint_and_config_files(tmp_path_factory, raw):
     # (UnicodeDecodeError is a ValueError) or unknown fields: a ValueError and never anything else
     with contextlib.suppress(ValueError):
         load_config_file(d / "c.toml")
+
+
+@pytest.mark.parametrize("x,msg", [(torch.zeros(2, 0, 8), "zero time steps"), (torch.zeros(0, 3, 8), "is empty"),
+                                   (torch.full((2, 3, 8), float("inf")), "NaN or inf")])
+def test_diagnostics_refuse_unmeasurable_batches(x, msg):
+    from stablernn.diagnostics import firing_rates, gradient_grid
+
+    model = build_model(ModelConfig(cell="lif", layers=1, width=8), input_size=8, output_size=3)
+    with pytest.raises(ValueError, match="gradient_grid: batch 1 .*" + msg):
+        gradient_grid(model, x, torch.zeros(x.shape[0], dtype=torch.long))
+    with pytest.raises(ValueError, match="firing_rates: batch 1 .*" + msg):
+        firing_rates(model, x)

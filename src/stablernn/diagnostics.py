@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .figures import save_figure
+from .lsc.pretrain import check_lsc_inputs
 from .lsc.radii import RadiiTrace
 from .lsc.transitions import as_stack, is_ffn
 from .models import eval_mode
@@ -58,6 +59,7 @@ def gradient_grid(model: Any, x: Tensor, y: Tensor,
     re-routes every layer's state through ``with_stability_state`` so ``s[t, l]`` is a node every later use goes
     through (the next step, and the output passed up when the cell has ``output(state)``). Dropout off.
     """
+    check_lsc_inputs([x], is_ffn(model), "gradient_grid")  # issue 17: empty / zero-length / NaN batches
     loss_fn = loss_fn or default_sequence_loss
     with torch.enable_grad(), eval_mode(model):
         if is_ffn(model):
@@ -117,6 +119,7 @@ def is_spiking(cell: Any) -> bool:
 
 def firing_rates(model: Any, x: Tensor) -> list[float | None]:
     """Mean spike output of each layer over ``x [B, T, F]`` (``None`` for non-spiking layers); dropout off."""
+    check_lsc_inputs([x], False, "firing_rates")  # issue 17: empty / zero-length / NaN batches
     stack = as_stack(model)
     cells = list(stack.cells)
     spiking = [is_spiking(c) for c in cells]

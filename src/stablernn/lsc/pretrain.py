@@ -241,21 +241,21 @@ def _prepare_batches(batches: Any, config: LSCConfig, device: Any) -> list[Tenso
     return out
 
 
-def check_lsc_inputs(xs: list[Tensor], ffn: bool = False) -> None:
+def check_lsc_inputs(xs: list[Tensor], ffn: bool = False, where: str = "lsc_pretrain") -> None:
     """Refuse inputs LSC cannot measure, with one line saying what is wrong: an empty batch, a zero-length
     sequence (``[B, 0, F]``), or NaN/inf values (they would give NaN radii or a failing eigen/SVD solver).
     ``xs``: ``[B, T, F]`` (``[B, T]`` token ids; ``[B, F]`` for an FFN)."""
     for i, x in enumerate(xs):
-        where = f"lsc_pretrain: batch {i + 1}"
+        at = f"{where}: batch {i + 1}"
         if x.dim() == 0 or x.shape[0] == 0:
-            raise ValueError(f"{where} is empty (shape {list(x.shape)}); pass batches with at least one example")
+            raise ValueError(f"{at} is empty (shape {list(x.shape)}); pass batches with at least one example")
         if not ffn and x.dim() >= 2 and x.shape[1] == 0:
-            raise ValueError(f"{where} has zero time steps (shape {list(x.shape)}); sequences are "
+            raise ValueError(f"{at} has zero time steps (shape {list(x.shape)}); sequences are "
                              "[batch, time, features] with time >= 1")
         if x.numel() == 0:
-            raise ValueError(f"{where} has no values (shape {list(x.shape)}); every dimension must be >= 1")
+            raise ValueError(f"{at} has no values (shape {list(x.shape)}); every dimension must be >= 1")
         if x.is_floating_point() and not bool(torch.isfinite(x).all()):
-            raise ValueError(f"{where} holds NaN or inf inputs; clean the data (e.g. torch.nan_to_num) first")
+            raise ValueError(f"{at} holds NaN or inf inputs; clean the data (e.g. torch.nan_to_num) first")
 
 
 def _device(model: Any) -> Any:
