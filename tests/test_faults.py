@@ -591,3 +591,18 @@ def test_diagnostics_refuse_unmeasurable_batches(x, msg):
         gradient_grid(model, x, torch.zeros(x.shape[0], dtype=torch.long))
     with pytest.raises(ValueError, match="firing_rates: batch 1 .*" + msg):
         firing_rates(model, x)
+
+
+def test_demo_table_says_why_lsc_missed_its_target(tmp_path):
+    from stablernn.cli.train import demo_table
+
+    atomic_write_json(tmp_path / "lstm-lsc" / "lsc_report.json",
+                      {"target": {"time": 0.5}, "before": {"time": [1.0, 0.98]}, "after": {"time": [0.97, 0.95]},
+                       "stop_reason": "max_steps (40) reached", "steps": 40})
+    atomic_write_json(tmp_path / "gru-lsc" / "lsc_report.json",
+                      {"target": {"time": 0.5}, "before": {"time": [0.8, 0.6]}, "after": {"time": [0.5, 0.52]},
+                       "stop_reason": "max_steps (130) reached", "steps": 130})
+    results = {c: {"test_acc": 0.9} for c in ("lstm", "lstm-lsc", "gru", "gru-lsc")}
+    text = demo_table(results, lsc=True, out_dir=tmp_path)
+    notes = [line for line in text.splitlines() if "demo budget" in line]
+    assert len(notes) == 1 and notes[0].startswith("LSTM: LSC stopped at its demo budget (max_steps (40) reached)")
