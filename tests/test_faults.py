@@ -24,7 +24,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stablernn import check_cell
+from stablernn import MissingDependencyError, RunBusyError, check_cell
 from stablernn.cli import main
 from stablernn.data.config import DataConfig
 from stablernn.io import RunLock, atomic_write_json, file_mode, is_locked, load_checkpoint
@@ -199,11 +199,14 @@ def test_run_files_are_readable_per_umask(tmp_path):
 
 def test_a_run_being_trained_elsewhere_is_refused(tmp_path, procs):
     run_dir = tmp_path / "r"
-    holder = procs("import sys, time; from stablernn.io import RunLock; RunLock(sys.argv[1]).acquire(); "
-                   "print('locked', flush=True); time.sleep(60)", str(run_dir))
+    run_dir.mkdir()
+    # a bare flock on .lock, as any holder takes it (no torch import: keeps the test fast)
+    holder = procs("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+                   "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)",
+                   str(run_dir / ".lock"))
     assert holder.stdout.readline().strip() == "locked"
     assert is_locked(run_dir)
-    with pytest.raises(RuntimeError, match="being trained by another process"):
+    with pytest.raises(RunBusyError, match="being trained by another process"):
         fit(_run_config(tmp_path, epochs=1))
     holder.send_signal(signal.SIGKILL)
     holder.wait()
@@ -415,6 +418,8 @@ def test_sweep_ray_missing_is_one_line(tmp_path, capsys, monkeypatch):
     path.write_text(json.dumps(_spec(tmp_path / "out")))
     code, _, err = _cli(["sweep", str(path), "--ray", "--no-progress"], capsys)
     assert code == 2 and "pip install 'stablernn[ray]'" in _one_line(err)
+    with pytest.raises(MissingDependencyError):  # an ImportError, for code that catches those
+        run_sweep(parse_spec(_spec(tmp_path / "out")), use_ray=True, progress=False)
     assert not (tmp_path / "out").exists()
 
 

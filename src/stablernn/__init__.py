@@ -10,6 +10,8 @@ from .diagnostics import firing_rates, gradient_grid
 from .dynamics.capacity import information_processing_capacity
 from .dynamics.lyapunov import flossing_loss, lyapunov_spectrum
 from .dynamics.memory import DynamicsConfig, dynamics_profile, memory_capacity, readout_scaling
+from .errors import MissingDependencyError, NonFiniteError, RunBusyError
+from .io import RunLock, is_locked
 from .lsc.config import LSCConfig
 from .lsc.pretrain import LSCReport, lsc_pretrain
 from .lsc.radii import radii_over_time
@@ -18,7 +20,7 @@ from .snn.conditions import TaskStats
 from .snn.design import DesignConfig, apply_design_, design_model, stability_design
 from .snn.fluctuation_init import fluctuation_init_
 from .sweep import SweepSpec, load_spec, load_sweep, run_sweep, write_report
-from .train import RunConfig, TrainConfig, fit
+from .train import DivergenceWarning, RunConfig, TrainConfig, fit
 
 __version__ = "0.1.0"
 
@@ -29,6 +31,7 @@ __all__ = [
     "DataConfig",
     "DeepRNN",
     "DesignConfig",
+    "DivergenceWarning",
     "DynamicsConfig",
     "ElmanCell",
     "GRUCell",
@@ -37,9 +40,13 @@ __all__ = [
     "LSCConfig",
     "LSCReport",
     "LSTMCell",
+    "MissingDependencyError",
     "ModelConfig",
+    "NonFiniteError",
     "ResLRUCell",
+    "RunBusyError",
     "RunConfig",
+    "RunLock",
     "SweepSpec",
     "TaskStats",
     "TrainConfig",
@@ -54,6 +61,7 @@ __all__ = [
     "fluctuation_init_",
     "gradient_grid",
     "information_processing_capacity",
+    "is_locked",
     "load_spec",
     "load_sweep",
     "load_task",

@@ -180,7 +180,7 @@ def demo_table(results: dict[str, dict[str, Any]], lsc: bool, out_dir: str | Pat
             else:
                 row += " - |"
         rows.append(row)
-    return "\n".join(rows + ([""] + notes if notes else []))
+    return "\n".join(rows + (["", *notes] if notes else []))
 
 
 def _lsc_note(cell: str, report: dict[str, Any], after: float) -> list[str]:
