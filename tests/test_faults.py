@@ -393,6 +393,14 @@ def test_a_loss_that_grows_without_nan_is_warned_about(tmp_path):
         _warn_growth(run, ok, {"train_loss": 2.0, "val_loss": float("nan")}, "epoch 1")
 
 
+def test_gru_with_clipping_and_a_huge_lr_finishes_with_a_warning(tmp_path, capsys):
+    argv = ["train", *QUICK, "--epochs", "2", "--lr", "1e6", "--out-dir", str(tmp_path)]
+    with pytest.warns(DivergenceWarning, match=r"training is diverging; lower --lr \(now 1e\+06\) or lower "
+                      r"--clip-norm \(now 1\)"):
+        code, out, _ = _cli(argv, capsys)
+    assert code in (0, None) and "test_loss" in out
+
+
 def test_init_from_with_other_sizes_names_layers_and_sizes(tmp_path, capsys):
     small = build_model(ModelConfig(cell="gru", layers=1, width=16), input_size=2, output_size=2)
     torch.save(small.state_dict(), tmp_path / "w.pt")

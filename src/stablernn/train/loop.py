@@ -445,9 +445,11 @@ def _warn_growth(run: RunConfig, state: _RunState, losses: dict[str, Any], when:
     for key, v in losses.items():
         if isinstance(v, float) and math.isfinite(v) and v > bound:
             state.warned = True
+            clip = run.train.clip_norm
+            fix = f"lower --clip-norm (now {clip:g})" if clip else "set --clip-norm (e.g. 1)"
             warnings.warn(f"{run.name}: {key} {v:.3g} at {when} is over {LOSS_GROWTH:g}x the first step's loss "
                           f"({state.first_loss:.3g}): training is diverging; lower --lr (now {run.train.lr:g}) or "
-                          "set --clip-norm", DivergenceWarning, stacklevel=2)
+                          f"{fix}", DivergenceWarning, stacklevel=2)
             return
 
 
