@@ -37,8 +37,17 @@ in ``[base.*]`` tables (``clip_norm = "none"``). Run names are built from the va
 
 Each run writes ``out_dir/<name>/`` through :func:`stablernn.train.fit` plus ``status.json`` (``status``: running,
 done, failed, interrupted; ``error``) and, for a failure, ``traceback.txt``. ``out_dir/sweep.json`` indexes the
-sweep (the spec, and every run's name, varied values, seed and status). Rerunning a sweep skips finished runs,
-resumes interrupted ones from their checkpoint, and leaves failed ones alone unless asked to retry them.
+sweep (the spec, and every run's name, varied values, seed and status) and is rewritten after every finished run.
+Rerunning a sweep skips finished runs, resumes interrupted ones from their checkpoint, and leaves failed ones alone
+unless asked to retry them.
+
+Concurrency: a run is trained only under its lock (:class:`stablernn.io.RunLock`, an OS file lock on
+``<run>/.lock`` that the kernel frees when the holder dies). "running" means "a live process holds the lock", never
+just a status string, so a run whose runner was killed reads as interrupted and is resumed. Two sweeps on one
+``out_dir`` (one machine, or several on storage with working ``flock``, e.g. NFSv4) skip each other's locked runs
+and so share the work. Local workers exit when the sweep process dies (parent-death signal and a watchdog thread);
+Ray tasks belong to their driver, so a killed driver's runs are cancelled by Ray and resume on the next run of the
+sweep.
 """
 from __future__ import annotations
 
