@@ -619,3 +619,12 @@ def test_demo_table_says_why_lsc_missed_its_target(tmp_path):
     text = demo_table(results, lsc=True, out_dir=tmp_path)
     notes = [line for line in text.splitlines() if "demo budget" in line]
     assert len(notes) == 1 and notes[0].startswith("LSTM: LSC stopped at its demo budget (max_steps (40) reached)")
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_folder(tmp_path):
+    run = _run_config(tmp_path / "runs", lsc=LSCConfig(target=1.0, max_steps=3, progress=False))
+    data = __import__("stablernn").load_task(run.data)
+    data.train = [(torch.full((4, 10, 2), float("nan")), torch.zeros(4, dtype=torch.long))]  # LSC refuses NaN
+    with pytest.raises(ValueError, match="NaN or inf"):
+        fit(run, data=data)
+    assert not (tmp_path / "runs").exists()

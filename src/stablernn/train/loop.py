@@ -8,6 +8,7 @@ uninterrupted run.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -273,7 +274,7 @@ def fit(run: RunConfig, *, data: TaskData | None = None, model: nn.Module | None
         load_weights_into(model, load_state_dict_from(tc.init_from), f"--init-from {tc.init_from}")
     model.to(device)
     run_dir = run.run_dir
-    created = not run_dir.exists()
+    new_dirs = [d for d in (run_dir, run_dir.parent) if not d.exists()]
     with RunLock(run_dir):
         started = False
         try:
@@ -281,8 +282,11 @@ def fit(run: RunConfig, *, data: TaskData | None = None, model: nn.Module | None
             started = True
             return _train(job, state)
         finally:
-            if created and not started:  # nothing worth keeping was written: leave no folder behind
+            if new_dirs and not started:  # nothing worth keeping was written: leave no folder behind
                 shutil.rmtree(run_dir, ignore_errors=True)
+                for d in new_dirs[1:]:
+                    with contextlib.suppress(OSError):  # only if still empty
+                        d.rmdir()
 
 
 def _start(run: RunConfig, model: nn.Module, data: TaskData, device: torch.device, overwrite: bool
