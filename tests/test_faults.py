@@ -340,8 +340,8 @@ QUICK = ["--task", "delayed_xor", "--seq-len", "10", "--n-train", "200", "--n-te
 
 
 @pytest.mark.parametrize("extra,msg", [
-    (["--lsc", "0"], "--lsc (LSC target radius) must be a positive"),
-    (["--lsc", "1", "--lsc-batches", "0"], "--lsc-batches must be an integer >= 1"),
+    (["--lsc", "0"], "LSC target (--lsc) must be a positive finite number"),
+    (["--lsc", "1", "--lsc-batches", "0"], "LSC batches (--lsc-batches) must be an integer >= 1"),
     (["--rate-ramp", "0.6:0.2"], "--rate-ramp must be START:END with 0 <= START <= END <= 1"),
     (["--max-batches", "0"], "--max-batches must be an integer >= 1"),
     (["--threads", "0"], "--threads must be an integer >= 1"),

@@ -71,43 +71,52 @@ def validate_lsc_config(cfg: LSCConfig) -> None:
             t = float(t)
     if isinstance(t, str):
         if t not in ("auto", "unbalanced"):
-            raise ValueError(f"--lsc (LSC target) must be a positive number, auto or unbalanced, got {t!r}")
+            raise ValueError(f"LSC target (--lsc) must be a number > 0 (e.g. 1.0 or 0.5), auto, unbalanced or a "
+                             f"dict per family, got {t!r}")
     elif isinstance(t, dict):
-        bad = {k: v for k, v in t.items() if k not in FAMILIES or not _positive(v)}
+        unknown = sorted(set(t) - set(FAMILIES))
+        if unknown:
+            raise ValueError(f"unknown families in the LSC target dict {unknown}; choose from {', '.join(FAMILIES)}")
+        bad = {k: v for k, v in t.items() if not _positive(v)}
         if bad:
-            raise ValueError(f"LSC target per family must map {', '.join(FAMILIES)} to positive finite numbers, "
-                             f"got {bad}")
+            raise ValueError(f"LSC target per family must be positive finite numbers, got {bad}")
     elif not _positive(t):
-        raise ValueError(f"--lsc (LSC target radius) must be a positive finite number (e.g. 1.0 or 0.5), auto or "
+        raise ValueError(f"LSC target (--lsc) must be a positive finite number (e.g. 1.0 or 0.5), auto or "
                          f"unbalanced, got {t!r}")
-    bad_fams = set(cfg.families) - set(FAMILIES)
+    bad_fams = sorted(set(cfg.families) - set(FAMILIES))
     if bad_fams or not cfg.families:
-        raise ValueError(f"--lsc-families must be some of {', '.join(FAMILIES)}, got {list(cfg.families)}")
+        raise ValueError(f"unknown LSC families {bad_fams or list(cfg.families)} ({_opt('families')}); choose some "
+                         f"of {', '.join(FAMILIES)}")
     if not _positive(cfg.decoder_target):
-        raise ValueError(f"--lsc-decoder-target must be a positive finite number, got {cfg.decoder_target!r}")
+        raise ValueError(f"{_opt('decoder_target')} must be a positive finite number, got {cfg.decoder_target!r}")
     for name, allowed in (("measure", ("radius", "norm", "probe")), ("rectangular", ("subsample", "norm")),
                           ("engine", ("auto", "exact", "matrix_free")),
                           ("optimizer", ("adabelief_lookahead", "adabelief", "adamw"))):
         if getattr(cfg, name) not in allowed:
-            raise ValueError(f"--lsc-{name} must be one of {', '.join(allowed)}, got {getattr(cfg, name)!r}")
+            raise ValueError(f"{_opt(name)} must be one of {', '.join(allowed)}, got {getattr(cfg, name)!r}")
     for name in ("max_steps", "patience", "batches", "exact_max_dim", "mf_iters"):
         v = getattr(cfg, name)
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"--lsc-{name.replace('_', '-')} must be an integer >= 1, got {v!r}")
+            raise ValueError(f"{_opt(name)} must be an integer >= 1, got {v!r}")
     for name in ("batch_size", "layers_per_step", "measure_steps"):
         v = getattr(cfg, name)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-            raise ValueError(f"--lsc-{name.replace('_', '-')} must be an integer >= 1 (or left out), got {v!r}")
+            raise ValueError(f"{_opt(name)} must be an integer >= 1 (or left out), got {v!r}")
     for name in ("lr", "tol", "mf_tol"):
         if not _positive(getattr(cfg, name)):
-            raise ValueError(f"--lsc-{name.replace('_', '-')} must be a positive finite number, got "
+            raise ValueError(f"{_opt(name)} must be a positive finite number, got "
                              f"{getattr(cfg, name)!r}")
     if cfg.time_limit is not None and not _positive(cfg.time_limit):
-        raise ValueError(f"--lsc-time-limit must be a positive number of seconds, got {cfg.time_limit!r}")
+        raise ValueError(f"{_opt('time_limit')} must be a positive number of seconds, got {cfg.time_limit!r}")
     wd = cfg.weight_decay
     if not isinstance(wd, (int, float)) or not math.isfinite(wd) or wd < 0:
-        raise ValueError(f"--lsc-weight-decay must be a finite number >= 0, got {wd!r}")
+        raise ValueError(f"{_opt('weight_decay')} must be a finite number >= 0, got {wd!r}")
     if not 0.0 < cfg.rescale_clip < 1.0:
-        raise ValueError(f"--lsc-rescale-clip must be in (0, 1), got {cfg.rescale_clip}")
+        raise ValueError(f"{_opt('rescale_clip')} must be in (0, 1), got {cfg.rescale_clip}")
     if not 0.0 <= cfg.ema < 1.0:
-        raise ValueError(f"--lsc-ema must be in [0, 1), got {cfg.ema}")
+        raise ValueError(f"{_opt('ema')} must be in [0, 1), got {cfg.ema}")
+
+
+def _opt(name: str) -> str:
+    """A field as the user meets it: its name and its command-line option."""
+    return f"LSC {name} (--lsc-{name.replace('_', '-')})"
