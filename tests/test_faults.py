@@ -369,8 +369,8 @@ def test_changed_config_names_the_field_and_overwrite_starts_again(tmp_path, cap
 
 
 def test_non_finite_training_is_one_line_and_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):
-    argv = ["train", "--task", "digits", "--cell", "relu_rnn", "--layers", "1", "--width", "8", "--epochs", "1",
-            "--lr", "1e6", "--clip-norm", "0", "--no-progress", "--out-dir", str(tmp_path)]
+    argv = ["train", *QUICK, "--cell", "relu_rnn", "--max-batches", "5", "--lr", "1e6", "--clip-norm", "0",
+            "--out-dir", str(tmp_path)]
     code, _, err = _cli(argv, capsys)
     assert code == 2 and "non-finite" in _one_line(err) and "lower the learning rate" in err
     monkeypatch.setenv("STABLERNN_DEBUG", "1")
