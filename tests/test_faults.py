@@ -628,3 +628,21 @@ def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_folder(tmp_path)
     with pytest.raises(ValueError, match="NaN or inf"):
         fit(run, data=data)
     assert not (tmp_path / "runs").exists()
+
+
+_spec_scalars = st.one_of(st.none(), st.booleans(), st.integers(-2, 3), st.floats(allow_nan=False),
+                          st.text(max_size=6), st.sampled_from(["none", "gru", "model.cell", "train.lr", "lsc.target"]))
+_spec_values = st.recursive(_spec_scalars, lambda c: st.one_of(st.lists(c, max_size=3), st.dictionaries(
+    st.sampled_from(["model", "train", "cell", "lr", "model.cell", "train.lr", "lsc", "target", "cpus"]), c,
+    max_size=3)), max_leaves=6)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(st.sampled_from(["name", "base", "grid", "zip", "seeds", "seed_keys", "resources", "report",
+                                        "lsc_options", "description"]), _spec_values, max_size=5))
+def test_fuzz_sweep_specs_are_accepted_or_refused_with_a_value_error(spec):
+    # found by this test before the fix: "zip = none" or "seed_keys = [none]" crashed with a TypeError
+    try:
+        parse_spec({**spec, "out_dir": "unused"})  # parsing writes nothing
+    except ValueError as e:
+        assert str(e)

@@ -211,12 +211,17 @@ def parse_spec(d: dict[str, Any], where: str = "<dict>") -> SweepSpec:
     if bad:
         raise ValueError(f"{where}: unknown [base] section(s) {sorted(bad)}; allowed: {', '.join(SECTIONS)} (name "
                          "and out_dir are set by the sweep)")
+    for section, table in base.items():
+        if not isinstance(table, dict):
+            raise ValueError(f"{where}: [base.{section}] must be a table of field = value, got {table!r}")
     grid = d.get("grid", {})
     if not isinstance(grid, dict):
         raise ValueError(f"{where}: [grid] must be a table of \"section.field\" = [values]")
     zips = d.get("zip", [])
     if isinstance(zips, dict):
         zips = [zips]
+    if not isinstance(zips, list) or not all(isinstance(z, dict) for z in zips):
+        raise ValueError(f"{where}: [[zip]] must be tables of \"section.field\" = [values] that vary together")
     seen: set[str] = set()
     axes = [(kv, True) for kv in grid.items()] + [(kv, False) for z in zips for kv in z.items()]
     for (key, values), unique in axes:
@@ -238,11 +243,16 @@ def parse_spec(d: dict[str, Any], where: str = "<dict>") -> SweepSpec:
         raise ValueError(f"{where}: seeds must be a non-empty list of integers, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"{where}: seeds has duplicates: {seeds}")
-    seed_keys = tuple(d.get("seed_keys", ("train.seed", "lsc.seed")))
+    seed_keys = d.get("seed_keys", ("train.seed", "lsc.seed"))
+    if not isinstance(seed_keys, (list, tuple)) or not all(isinstance(k, str) for k in seed_keys):
+        raise ValueError(f"{where}: seed_keys must be a list of \"section.field\" keys, got {seed_keys!r}")
+    seed_keys = tuple(seed_keys)
     for key in seed_keys:
         split_key(key)
         if key in seen:
             raise ValueError(f"{where}: {key!r} is set by seeds (seed_keys) and cannot also be a grid axis")
+    if not isinstance(d.get("resources", {}), dict):
+        raise ValueError(f"{where}: [resources] must be a table (cpus, gpus)")
     try:
         resources = Resources(**d.get("resources", {}))
     except TypeError as e:
