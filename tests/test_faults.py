@@ -646,3 +646,16 @@ def test_fuzz_sweep_specs_are_accepted_or_refused_with_a_value_error(spec):
         parse_spec({**spec, "out_dir": "unused"})  # parsing writes nothing
     except ValueError as e:
         assert str(e)
+
+
+def test_a_run_failed_by_another_sweep_meanwhile_is_not_retrained(tmp_path):
+    from stablernn.sweep.runner import STATUS_FILE, execute_run
+
+    run = expand(parse_spec(_spec(tmp_path, epochs=1)))[0]
+    run.run_dir.mkdir(parents=True)
+    atomic_write_json(run.run_dir / STATUS_FILE, {"status": "failed", "error": "ValueError: x"})
+    res = execute_run(run.config.to_dict(), retry_failed=False)
+    assert res["status"] == "failed" and res["trained"] is False and not (run.run_dir / "final.json").exists()
+    res = execute_run(run.config.to_dict(), retry_failed=True)
+    assert res["status"] == "done" and res["trained"] is True
+    assert execute_run(run.config.to_dict())["trained"] is False  # done meanwhile: skipped

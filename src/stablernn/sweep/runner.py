@@ -492,8 +492,11 @@ def execute_run(config: dict[str, Any], threads: int | None = None, retry_failed
     except RunBusyError:
         return {"name": run.name, "status": "running", "error": None, "trained": False}
     try:
-        now = run_status(run_dir)
-        if now == "done" or (now == "failed" and not retry_failed):  # another sweep got there first
+        # another sweep may have finished (or failed) this run since it was planned; run_status would say
+        # "running" now, as we hold the lock, so read the files themselves
+        recorded = (read_json(run_dir / STATUS_FILE) or {}).get("status")
+        now = "done" if (run_dir / "final.json").exists() else "failed" if recorded == "failed" else None
+        if now == "done" or (now == "failed" and not retry_failed):
             return {"name": run.name, "status": now, "error": None, "trained": False}
         return {**_execute_locked(run, threads), "trained": True}
     finally:
