@@ -167,6 +167,8 @@ def is_locked(folder: str | Path) -> bool:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return False
+    except PermissionError:  # another user's private run (umask 077): we cannot tell, so do not claim it runs
+        return False
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
