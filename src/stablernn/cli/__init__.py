@@ -32,6 +32,7 @@ def _one_line_warning(message: Warning | str, category: type[Warning], filename:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``stablernn`` console script."""
     debug = bool(os.environ.get("STABLERNN_DEBUG"))
+    previous = warnings.formatwarning
     if not debug:
         warnings.formatwarning = _one_line_warning  # the CLI's warnings are messages for people, not code sites
     try:
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> None:
         text = " ".join(str(e).split()) or type(e).__name__  # one line, whatever the message held
         print(f"error: {text}", file=sys.stderr)
         raise SystemExit(2) from None
+    finally:
+        warnings.formatwarning = previous  # main() called in-process (tests, notebooks) leaves no trace
 
 
 __all__ = ["USER_ERRORS", "app", "main"]
