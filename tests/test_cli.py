@@ -46,7 +46,7 @@ def test_train_writes_a_run_and_options_override_the_config_file(capsys, tmp_pat
             "--no-progress", "--rate-ramp", "0.1:0.5"]
     code, out, _ = _run(argv, capsys)
     assert code in (0, None)
-    run_dir = tmp_path / "runs" / "digits-gru-2x16-s0"
+    run_dir = tmp_path / "runs" / "digits-gru-2x16-lr0.003-e1-s0"
     cfg = json.loads((run_dir / "config.json").read_text())
     assert (cfg["model"]["cell"], cfg["model"]["width"], cfg["train"]["epochs"]) == ("gru", 16, 1)
     assert cfg["train"]["rate_ramp"] == [0.1, 0.5]

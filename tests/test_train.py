@@ -43,9 +43,9 @@ def test_resume_after_a_kill_gives_identical_metrics(tmp_path, monkeypatch):
     full = fit(_run(tmp_path / "a", epochs=4))
     save = loop._save
 
-    def save_then_die(path, model, opt, epoch, *args):
-        save(path, model, opt, epoch, *args)
-        if epoch == 2:
+    def save_then_die(path, model, opt, state, *args):
+        save(path, model, opt, state, *args)
+        if state.epoch == 2:
             raise KeyboardInterrupt  # killed right after epoch 2's checkpoint
 
     monkeypatch.setattr(loop, "_save", save_then_die)

@@ -11,7 +11,9 @@ from .diagnostics import firing_rates, gradient_grid
 from .dynamics.capacity import information_processing_capacity
 from .dynamics.lyapunov import flossing_loss, lyapunov_spectrum
 from .dynamics.memory import DynamicsConfig, dynamics_profile, memory_capacity, readout_scaling
+from .errors import MissingDependencyError, NonFiniteError, RunBusyError
 from .export import export_nir
+from .io import RunLock, is_locked
 from .lsc.config import LSCConfig
 from .lsc.pretrain import LSCReport, lsc_pretrain
 from .lsc.radii import radii_over_time
@@ -20,7 +22,7 @@ from .snn.conditions import TaskStats
 from .snn.design import DesignConfig, apply_design_, design_model, stability_design
 from .snn.fluctuation_init import fluctuation_init_
 from .sweep import SweepSpec, load_spec, load_sweep, run_sweep, write_report
-from .train import LoadedRun, RunConfig, TrainConfig, fit, load_run
+from .train import DivergenceWarning, LoadedRun, RunConfig, TrainConfig, fit, load_run
 
 __version__ = "0.1.0"
 
@@ -31,6 +33,7 @@ __all__ = [
     "DataConfig",
     "DeepRNN",
     "DesignConfig",
+    "DivergenceWarning",
     "DynamicsConfig",
     "ElmanCell",
     "GRUCell",
@@ -40,9 +43,13 @@ __all__ = [
     "LSCReport",
     "LSTMCell",
     "LoadedRun",
+    "MissingDependencyError",
     "ModelConfig",
+    "NonFiniteError",
     "ResLRUCell",
+    "RunBusyError",
     "RunConfig",
+    "RunLock",
     "StepSpec",
     "SweepSpec",
     "TaskStats",
@@ -62,6 +69,7 @@ __all__ = [
     "fluctuation_init_",
     "gradient_grid",
     "information_processing_capacity",
+    "is_locked",
     "load_run",
     "load_spec",
     "load_sweep",

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from .cells.base import HasOutput, is_spiking
 from .figures import save_figure
+from .lsc.pretrain import check_lsc_inputs
 from .lsc.radii import RadiiTrace, batch_x, measured_steps, radii_over_time
 from .lsc.transitions import is_ffn
 from .models import as_stack, detach_states, eval_mode, param_dtype
@@ -59,6 +60,7 @@ def gradient_grid(model: Any, x: Tensor, y: Tensor,
     re-routes every layer's state through ``with_stability_state`` so ``s[t, l]`` is a node every later use goes
     through (the next step, and the output passed up when the cell has ``output(state)``). Dropout off.
     """
+    check_lsc_inputs([x], is_ffn(model), "gradient_grid")  # issue 17: empty / zero-length / NaN batches
     loss_fn = loss_fn or default_sequence_loss
     model = model if is_ffn(model) else as_stack(model)
     with torch.enable_grad(), eval_mode(model):
@@ -114,6 +116,7 @@ def _norm(g: Tensor | None) -> float:
 # --- firing rates -------------------------------------------------------------------------------------------------
 def firing_rates(model: Any, x: Tensor) -> list[float | None]:
     """Mean spike output of each layer over ``x [B, T, F]`` (``None`` for non-spiking layers); dropout off."""
+    check_lsc_inputs([x], False, "firing_rates")  # issue 17: empty / zero-length / NaN batches
     stack = as_stack(model)
     spiking = [is_spiking(c) for c in stack.cells]
     sums = [0.0] * len(spiking)

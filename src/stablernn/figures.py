@@ -4,6 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .io import atomic_savefig
+
 
 def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
     """Save ``fig`` to ``path`` (PNG/SVG by suffix; parent folders created) and close it; returns the path."""
@@ -11,6 +13,6 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    atomic_savefig(fig, path, dpi=dpi, bbox_inches="tight")  # a reader never sees half an image
     plt.close(fig)
     return path

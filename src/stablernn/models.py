@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from .cells import ALIFCell, ElmanCell, GRUCell, LIFCell, LRUCell, LSTMCell, ResLRUCell
 from .cells import output_size as output_size_of
-from .cells.base import CellProtocol, SequenceFast, State, run_steps
+from .cells.base import CellProtocol, SequenceFast, State, check_cell, run_steps
 from .cells.resets import Reset
 from .cells.rnn import Activation, activation_fn
 from .cells.spiking import default_tau_adapt
@@ -77,6 +77,13 @@ class DeepRNN(nn.Module):
                                 "torch.nn.Module (see stablernn.cells.base)")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        for l, cell in enumerate(cells):  # the cell contract, checked once here rather than deep inside LSC later
+            if not isinstance(cell, nn.Module):
+                raise TypeError(f"layer {l}: DeepRNN cells must be nn.Modules, got {type(cell).__name__}")
+            try:
+                check_cell(cell)
+            except TypeError as e:
+                raise TypeError(f"layer {l}: {e}") from None
         self.cells = nn.ModuleList(cells)
         self.input_size, self.output_size = int(input_size), int(output_size)
         self.residual, self.dropout = bool(residual), float(dropout)

@@ -187,29 +187,90 @@ def check_input(cell: nn.Module, x: Tensor) -> None:
 
 
 def check_cell(cell: nn.Module, batch_size: int = 2) -> None:
-    """Check that ``cell`` implements the interface (a user's own cell included); raises ``TypeError`` saying what
-    is missing or inconsistent."""
+    """Check that ``cell`` implements the interface exactly as :class:`~stablernn.models.DeepRNN`, LSC and the
+    diagnostics call it (a user's own cell included); raises ``TypeError`` saying what is missing or inconsistent.
+
+    Checked: int ``input_size`` / ``hidden_size`` (and ``output_size`` if present);
+    ``initial_state(batch_size, device=..., dtype=...)`` accepting both keywords and returning a NamedTuple of
+    ``[batch, .]`` tensors of the requested dtype; ``forward(x [B, input_size], state) -> (out [B, output_size],
+    new_state)`` with ``new_state`` of the same NamedTuple type; ``stability_state(state) -> [B, d]`` and
+    ``with_stability_state`` its inverse; the optional ``output(state) -> [B, output_size]`` and
+    ``scale_time_constants`` (callable). One step of batch ``batch_size`` runs without gradients, and the global
+    RNG is left as it was (so checking a cell never changes a seeded run).
+    """
+    name = type(cell).__name__
     for attr in ("input_size", "hidden_size"):
-        if not isinstance(getattr(cell, attr, None), int):
-            raise TypeError(f"{type(cell).__name__} needs an int attribute {attr!r}")
+        v = getattr(cell, attr, None)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise TypeError(f"{name} needs a positive int attribute {attr!r} (got {v!r})")
+    out_size = getattr(cell, "output_size", None)
+    if out_size is not None and (not isinstance(out_size, int) or isinstance(out_size, bool) or out_size < 1):
+        raise TypeError(f"{name}.output_size must be a positive int when present, got {out_size!r}")
     for meth in ("initial_state", "stability_state", "with_stability_state"):
         if not callable(getattr(cell, meth, None)):
-            raise TypeError(f"{type(cell).__name__} needs a method {meth}(...) (see stablernn.cells.base)")
-    state = cell.initial_state(batch_size)
+            raise TypeError(f"{name} needs a method {meth}(...) (DeepRNN, LSC and the diagnostics call it; see "
+                            "stablernn.cells.base)")
+    if not callable(cell):
+        raise TypeError(f"{name} must be callable as cell(x, state) (an nn.Module with forward)")
+    for opt in ("output", "scale_time_constants"):
+        if hasattr(cell, opt) and not callable(getattr(cell, opt)):
+            raise TypeError(f"{name}.{opt} must be a method when present")
+    params = list(cell.parameters()) if hasattr(cell, "parameters") else []
+    ref = params[0] if params else None
+    device = ref.device if ref is not None else torch.device("cpu")
+    dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.get_default_dtype()
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        _check_cell_step(cell, name, batch_size, device, dtype)
+
+
+def _check_cell_step(cell: Any, name: str, batch_size: int, device: torch.device, dtype: torch.dtype) -> None:
+    try:
+        state = cell.initial_state(batch_size, device=device, dtype=dtype)
+    except TypeError as e:
+        if "keyword" in str(e) or "argument" in str(e):
+            raise TypeError(f"{name}.initial_state must accept initial_state(batch_size, *, device=None, dtype=None) "
+                            f"(DeepRNN, LSC and the diagnostics pass both keywords); calling it failed: {e}") from None
+        raise
     if not (isinstance(state, tuple) and hasattr(state, "_fields")):
-        raise TypeError(f"{type(cell).__name__}.initial_state must return a NamedTuple of tensors")
-    ref = next(cell.parameters(), None)
-    x = torch.zeros(batch_size, cell.input_size, dtype=ref.dtype if ref is not None else None)
-    out, new = cell(x, state)
-    if out.shape != (batch_size, output_size(cell)):
-        raise TypeError(f"{type(cell).__name__} step returned out {list(out.shape)}, "
-                        f"expected [{batch_size}, {output_size(cell)}]")
+        raise TypeError(f"{name}.initial_state must return a NamedTuple of tensors, got {type(state).__name__}")
+    for field, t in zip(state._fields, state, strict=True):
+        if not isinstance(t, Tensor) or t.dim() < 1 or t.shape[0] != batch_size:
+            got = list(t.shape) if isinstance(t, Tensor) else type(t).__name__
+            raise TypeError(f"{name}.initial_state({batch_size}) field {field!r} must be a [batch, .] tensor with "
+                            f"batch {batch_size}, got {got}")
+        if t.is_floating_point() and t.dtype != dtype:
+            raise TypeError(f"{name}.initial_state(..., dtype={dtype}) returned {field!r} as {t.dtype}; honour the "
+                            "dtype keyword (None: the parameters' dtype)")
+    x = torch.zeros(batch_size, cell.input_size, device=device, dtype=dtype)
+    res = cell(x, state)
+    if not (isinstance(res, tuple) and len(res) == 2 and isinstance(res[0], Tensor)):
+        got = type(res).__name__ + (f" of length {len(res)}" if isinstance(res, tuple) else "")
+        raise TypeError(f"{name}.forward(x, state) must return a pair (out [batch, output_size], new_state), got "
+                        f"{got}")
+    out, new = res
+    width = output_size(cell)
+    if tuple(out.shape) != (batch_size, width):
+        raise TypeError(f"{name} step returned out {list(out.shape)}, expected [{batch_size}, {width}] "
+                        "(batch, output_size or hidden_size)")
+    if type(new) is not type(state):
+        raise TypeError(f"{name}.forward must return its new state as the same NamedTuple type as initial_state "
+                        f"({type(state).__name__}), got {type(new).__name__}")
     s = cell.stability_state(new)
-    if s.dim() != 2 or s.shape[0] != batch_size:
-        raise TypeError(f"{type(cell).__name__}.stability_state must return [batch, d], got {list(s.shape)}")
-    rebuilt = cell.stability_state(cell.with_stability_state(new, s))
-    if not torch.allclose(rebuilt, s):
-        raise TypeError(f"{type(cell).__name__}.with_stability_state is not the inverse of stability_state")
+    if not isinstance(s, Tensor) or s.dim() != 2 or s.shape[0] != batch_size:
+        got = list(s.shape) if isinstance(s, Tensor) else type(s).__name__
+        raise TypeError(f"{name}.stability_state must return a [batch, d] tensor, got {got}")
+    rebuilt_state = cell.with_stability_state(new, s)
+    if type(rebuilt_state) is not type(state):
+        raise TypeError(f"{name}.with_stability_state must return a {type(state).__name__}, got "
+                        f"{type(rebuilt_state).__name__}")
+    rebuilt = cell.stability_state(rebuilt_state)
+    if rebuilt.shape != s.shape or not torch.allclose(rebuilt, s):
+        raise TypeError(f"{name}.with_stability_state is not the inverse of stability_state")
+    if callable(getattr(cell, "output", None)):
+        o = cell.output(rebuilt_state)
+        if not isinstance(o, Tensor) or tuple(o.shape) != (batch_size, width):
+            got = list(o.shape) if isinstance(o, Tensor) else type(o).__name__
+            raise TypeError(f"{name}.output(state) must return [{batch_size}, {width}] like the step's out, got {got}")
 
 
 def split_state(s: Tensor, sizes: list[int]) -> tuple[Tensor, ...]:

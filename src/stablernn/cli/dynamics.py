@@ -12,6 +12,7 @@ import typer
 from torch import Tensor, nn
 
 from ..dynamics.memory import DynamicsConfig, FeatureKind
+from ..io import atomic_write_text
 from ..models import CellKind, ModelConfig
 from .app import app
 from .options import choice_option, field_default, field_help
@@ -67,7 +68,8 @@ def _build(task: str, cell: str, layers: int, width: int, seed: int, run: Path |
     return model, data, f"{task}-{cell}-{layers}x{width} (init, seed {seed})"
 
 
-def _lsc_variant(model: nn.Module, data: Any, target: float, seed: int) -> tuple[nn.Module, dict[str, Any]]:
+def _lsc_variant(model: nn.Module, data: Any, target: float, seed: int, progress: bool = False
+                 ) -> tuple[nn.Module, dict[str, Any]]:
     try:
         from ..lsc.pretrain import lsc_pretrain
     except ImportError as e:  # pragma: no cover - only before LSC exists
@@ -75,7 +77,7 @@ def _lsc_variant(model: nn.Module, data: Any, target: float, seed: int) -> tuple
     from ..lsc.config import LSCConfig
 
     m = copy.deepcopy(model)
-    report = lsc_pretrain(m, data.train, LSCConfig(target=target, seed=seed, progress=False))
+    report = lsc_pretrain(m, data.train, LSCConfig(target=target, seed=seed, progress=progress))
     return m, report.to_json()
 
 
@@ -199,6 +201,8 @@ def dynamics(
     out: Path | None = typer.Option(None, "--out", help="where summary.json and the figures go (default: "
                                     "runs/dynamics/<task>-<cell>-<L>x<W>-s<seed>)"),
     threads: int = typer.Option(1, "--threads", help="torch CPU threads"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bars with time estimates (LSC "
+                                  "steps; one step per measured network)"),
 ) -> None:
     """Lyapunov spectrum, linear memory capacity, nonlinear (Legendre) capacity and how memory and capacity scale
     with the number of readout neurons, for a fresh or trained network and optionally after LSC pre-training.
@@ -209,7 +213,8 @@ def dynamics(
     """
     from ..dynamics.memory import dynamics_profile
 
-    for name, v, lo in (("--layers", layers, 1), ("--width", width, 1), ("--lyapunov-steps", lyapunov_steps, 2),
+    for name, v, lo in (("--layers", layers, 1), ("--width", width, 1), ("--threads", threads, 1),
+                        ("--lyapunov-steps", lyapunov_steps, 2),
                         ("--streams", streams, 1), ("--steps", steps, 2)):
         if v < lo:
             raise ValueError(f"{name} must be >= {lo}, got {v}")
@@ -231,15 +236,17 @@ def dynamics(
     for target in lsc:
         name = f"LSC {target:g}"
         typer.echo(f"LSC pre-training to {target:g} ...")
-        variants[name], lsc_reports[name] = _lsc_variant(model, data, target, seed)
+        variants[name], lsc_reports[name] = _lsc_variant(model, data, target, seed, progress)
     rows: dict[str, dict[str, Any]] = {}
-    for name, net in variants.items():
+    from tqdm.auto import tqdm
+
+    for name, net in tqdm(variants.items(), desc="dynamics", unit="network", disable=not progress, leave=False):
         rows[name] = dynamics_profile(net, x, cfg).summary()
     out = out or Path("runs") / "dynamics" / (run.name if run else f"{task}-{cell}-{layers}x{width}-s{seed}")
     out.mkdir(parents=True, exist_ok=True)
     summary = {"network": label, "config": dict(cfg.__dict__.items()), "profiles": rows,
                "lsc": lsc_reports}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1, default=str) + "\n")
     typer.echo(f"network: {label}; features: {features}; exponents per step (natural log)")
     typer.echo(print_table(rows))
     if draws > 0:

@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from ..cells.spiking import Reset
+from ..io import atomic_savefig, atomic_torch_save, atomic_write_text
 from ..models import CONDITIONS, SPIKING_CELLS, ModelConfig, SpikingCellKind
 from ..snn.design import DesignConfig
 from ..surrogate import SurrogateName
@@ -82,7 +83,7 @@ def sg_plot(
         raise FileNotFoundError(f"directory {out.parent} does not exist")
     names_ = [s.strip() for s in shapes.split(",") if s.strip()] or None
     fig = sg_figure(dampening, sharpness, tail, names_, span)
-    fig.savefig(out, dpi=130)
+    atomic_savefig(fig, out, dpi=130)
     typer.echo(f"wrote {out}")
 
 
@@ -157,7 +158,7 @@ def snn_design(
                "reset": reset, "input_mean": stats.mean, "input_var": stats.var,
                "layers_design": [d.to_dict() if d is not None else None for d in designs]}
     if json_out is not None:
-        json_out.write_text(json.dumps(summary, indent=2))
+        atomic_write_text(json_out, json.dumps(summary, indent=2))
         typer.echo(f"\nwrote {json_out}")
     if train:
         result = train_designed(model, designs, data_cfg, model_cfg, info, epochs=epochs, lr=lr, seed=seed,
@@ -176,8 +177,6 @@ def train_designed(model, designs, data_cfg, model_cfg, info, *, epochs: int, lr
     weights file."""
     import dataclasses
 
-    import torch
-
     from ..snn.design import apply_design_
     from ..snn.rates import parse_ramp
     from ..train import fit
@@ -189,7 +188,7 @@ def train_designed(model, designs, data_cfg, model_cfg, info, *, epochs: int, lr
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     init_path = out / f"{name}.design_init.pt"
-    torch.save(model.state_dict(), init_path)
+    atomic_torch_save(model.state_dict(), init_path)
     run = RunConfig(name=name, out_dir=out_dir, model=model_cfg, data=data_cfg,
                     train=TrainConfig(epochs=epochs, lr=lr, seed=seed, init_from=str(init_path),
                                       init_rate=init_rate, final_rate=final_rate, rate_ramp=parse_ramp(rate_ramp),

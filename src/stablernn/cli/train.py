@@ -25,13 +25,17 @@ _COMMON = [
                       default=typer.Option(None, "--config", help="TOML/JSON run config ([model], [data], [train], "
                                            "[lsc] tables); options given on the command line override it")),
     inspect.Parameter("name", inspect.Parameter.KEYWORD_ONLY, annotation=typing.Optional[str],  # noqa: UP045
-                      default=typer.Option(None, "--name", help="run name (default: task-cell-LxW-sSEED)")),
+                      default=typer.Option(None, "--name", help="run name (default: "
+                                           "task-cell-LxW[-lscT]-lrLR-eEPOCHS-sSEED)")),
     inspect.Parameter("out_dir", inspect.Parameter.KEYWORD_ONLY, annotation=typing.Optional[str],  # noqa: UP045
                       default=typer.Option(None, "--out-dir", help="parent directory of run directories "
                                            "(default: runs)")),
     inspect.Parameter("lsc", inspect.Parameter.KEYWORD_ONLY, annotation=typing.Optional[str],  # noqa: UP045
                       default=typer.Option(None, "--lsc", help="LSC pre-training target before training: a number "
                                            "(1.0, 0.5), auto (1 for FFN/single layer, 0.5 deep) or unbalanced")),
+    inspect.Parameter("overwrite", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                      default=typer.Option(False, "--overwrite", help="delete an earlier run of this name (its "
+                                           "config, checkpoints, metrics) and start again")),
 ]
 
 
@@ -49,7 +53,8 @@ def run_config_from_cli(values: dict[str, Any]) -> RunConfig:
         m, t = run.model, run.train
         lsc = f"-lsc{run.lsc.target}" if run.lsc is not None else ""
         if run.name == "run":
-            run.name = f"{run.data.task}-{m.cell}-{m.layers}x{m.width}{lsc}-s{t.seed}"
+            # lr and epochs are in the name: changing either starts a new run instead of clashing with the old one
+            run.name = f"{run.data.task}-{m.cell}-{m.layers}x{m.width}{lsc}-lr{t.lr:g}-e{t.epochs}-s{t.seed}"
     return run
 
 
@@ -64,7 +69,7 @@ def train(**values: Any) -> None:
     from ..train import fit
 
     run = run_config_from_cli(values)
-    result = fit(run)
+    result = fit(run, overwrite=bool(values.get("overwrite")))
     print_result(result)
 
 
@@ -148,6 +153,7 @@ def demo_table(results: dict[str, dict[str, Any]], lsc: bool, out_dir: str | Pat
     head = "| net | test acc | test acc after LSC | time radius: init -> LSC (target) |" if lsc else \
         "| net | test acc |"
     rows = [head, "|---|---:|---:|---|" if lsc else "|---|---:|"]
+    notes: list[str] = []
     for cell in DEMO_RUNS:
         base = results.get(cell)
         if base is None:
@@ -161,7 +167,18 @@ def demo_table(results: dict[str, dict[str, Any]], lsc: bool, out_dir: str | Pat
                 r = json.loads(report.read_text())
                 before, after = (sum(r[k]["time"]) / len(r[k]["time"]) for k in ("before", "after"))
                 row += f" {before:.2f} -> {after:.2f} ({r['target']['time']:g}) |"
+                notes += _lsc_note(cell, r, after)
             else:
                 row += " - |"
         rows.append(row)
-    return "\n".join(rows)
+    return "\n".join(rows + (["", *notes] if notes else []))
+
+
+def _lsc_note(cell: str, report: dict[str, Any], after: float) -> list[str]:
+    """Why a demo LSC run ended away from its target: the demo's step budget, said plainly."""
+    target, reason = float(report["target"]["time"]), str(report.get("stop_reason", ""))
+    if abs(after - target) <= 0.05 or not ("max_steps" in reason or "time_limit" in reason):
+        return []
+    return [f"{cell.upper()}: LSC stopped at its demo budget ({reason}) with the time radius at {after:.2f}, not "
+            f"yet at {target:g}; `stablernn pretrain --cell {cell} --layers 2 --width 128 --task digits` runs it to "
+            "convergence"]

@@ -2,12 +2,13 @@
 configs import it cheaply."""
 from __future__ import annotations
 
+import contextlib
 import math
 import typing
 from dataclasses import dataclass
 from typing import Literal
 
-from ..fields import check_fields, option, require
+from ..fields import check_fields, option
 
 Family = Literal["time", "depth", "encoder", "decoder"]
 FAMILIES: tuple[str, ...] = typing.get_args(Family)
@@ -70,48 +71,69 @@ class LSCConfig:
                            "converged")
 
     def __post_init__(self) -> None:
-        bad = set(self.families) - set(FAMILIES) if isinstance(self.families, (tuple, list)) else set()
-        if bad:
-            raise ValueError(f"unknown LSC families {sorted(bad)}; choose from {', '.join(FAMILIES)}")
-        check_target(self.target)
-        check_fields(self, prefix="LSC ")
-        for name in ("max_steps", "patience", "batches", "exact_max_dim", "mf_iters"):
-            v = getattr(self, name)
-            require(v >= 1, f"LSC {name} must be a positive integer, got {v!r}")
-        for name in ("batch_size", "layers_per_step", "measure_steps"):
-            v = getattr(self, name)
-            require(v is None or v >= 1, f"LSC {name} must be >= 1 or None, got {v}")
-        require(self.lr > 0 and self.tol > 0 and self.mf_tol > 0, "LSC lr, tol and mf_tol must be > 0")
-        require(self.weight_decay >= 0, f"LSC weight_decay must be >= 0, got {self.weight_decay}")
-        require(self.decoder_target > 0, f"LSC decoder_target must be > 0, got {self.decoder_target}")
-        require(0.0 < self.rescale_clip < 1.0, f"LSC rescale_clip must be in (0, 1), got {self.rescale_clip}")
-        require(0.0 <= self.ema < 1.0, f"LSC ema must be in [0, 1), got {self.ema}")
-        require(self.time_limit is None or self.time_limit > 0, f"LSC time_limit must be > 0 or None, got "
-                f"{self.time_limit}")
+        validate_lsc_config(self)
+        check_fields(self, prefix="LSC ")  # what is left: the kinds of the other fields
 
 
-def check_target(t: object) -> None:
-    """Raise ``ValueError`` unless ``t`` is an LSC target: a number > 0 (or a string of one), auto, unbalanced, or a
-    dict {family: number > 0}."""
-    what = "LSC target must be a number, 'auto', 'unbalanced' or a dict per family"
-    if isinstance(t, dict):
-        unknown = set(t) - set(FAMILIES)
-        if unknown:
-            raise ValueError(f"unknown families in the LSC target dict {sorted(unknown)}; choose from "
-                             f"{', '.join(FAMILIES)}")
-        for v in t.values():
-            if isinstance(v, (dict, str)):
-                raise ValueError(f"the LSC target dict needs a number per family, got {v!r}")
-            check_target(v)
-        return
+def _positive(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
+def validate_lsc_config(cfg: LSCConfig) -> None:
+    """Raise ``ValueError`` naming the field (as its ``--lsc-*`` option) and the allowed values; called on
+    construction, so a bad value is refused before anything is written."""
+    t = cfg.target
     if isinstance(t, str):
-        if t in TARGET_NAMES:
-            return
-        try:
+        with contextlib.suppress(ValueError):  # a number spelt as text ("0.8", from TOML or the command line)
             t = float(t)
-        except ValueError:
-            raise ValueError(f"{what}; got {t!r}") from None
-    if isinstance(t, bool) or not isinstance(t, (int, float)):
-        raise ValueError(f"{what}; got {t!r}")
-    if not (t > 0 and math.isfinite(t)):
-        raise ValueError(f"LSC target must be > 0, got {t}")
+    if isinstance(t, str):
+        if t not in TARGET_NAMES:
+            raise ValueError(f"LSC target (--lsc) must be a number > 0 (e.g. 1.0 or 0.5), {', '.join(TARGET_NAMES)} "
+                             f"or a dict per family, got {t!r}")
+    elif isinstance(t, dict):
+        unknown = sorted(set(t) - set(FAMILIES))
+        if unknown:
+            raise ValueError(f"unknown families in the LSC target dict {unknown}; choose from {', '.join(FAMILIES)}")
+        bad = {k: v for k, v in t.items() if not _positive(v)}
+        if bad:
+            raise ValueError(f"LSC target per family must be positive finite numbers, got {bad}")
+    elif not _positive(t):
+        raise ValueError(f"LSC target (--lsc) must be a positive finite number (e.g. 1.0 or 0.5), "
+                         f"{' or '.join(TARGET_NAMES)}, got {t!r}")
+    bad_fams = sorted(set(cfg.families) - set(FAMILIES))
+    if bad_fams or not cfg.families:
+        raise ValueError(f"unknown LSC families {bad_fams or list(cfg.families)} ({_opt('families')}); choose some "
+                         f"of {', '.join(FAMILIES)}")
+    if not _positive(cfg.decoder_target):
+        raise ValueError(f"{_opt('decoder_target')} must be a positive finite number, got {cfg.decoder_target!r}")
+    for name, kind in (("measure", Measure), ("rectangular", Rectangular), ("engine", Engine),
+                       ("optimizer", LSCOptimizer)):
+        allowed = typing.get_args(kind)
+        if getattr(cfg, name) not in allowed:
+            raise ValueError(f"{_opt(name)} must be one of {', '.join(allowed)}, got {getattr(cfg, name)!r}")
+    for name in ("max_steps", "patience", "batches", "exact_max_dim", "mf_iters"):
+        v = getattr(cfg, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{_opt(name)} must be an integer >= 1, got {v!r}")
+    for name in ("batch_size", "layers_per_step", "measure_steps"):
+        v = getattr(cfg, name)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise ValueError(f"{_opt(name)} must be an integer >= 1 (or left out), got {v!r}")
+    for name in ("lr", "tol", "mf_tol"):
+        if not _positive(getattr(cfg, name)):
+            raise ValueError(f"{_opt(name)} must be a positive finite number, got "
+                             f"{getattr(cfg, name)!r}")
+    if cfg.time_limit is not None and not _positive(cfg.time_limit):
+        raise ValueError(f"{_opt('time_limit')} must be a positive number of seconds, got {cfg.time_limit!r}")
+    wd = cfg.weight_decay
+    if not isinstance(wd, (int, float)) or not math.isfinite(wd) or wd < 0:
+        raise ValueError(f"{_opt('weight_decay')} must be a finite number >= 0, got {wd!r}")
+    if not 0.0 < cfg.rescale_clip < 1.0:
+        raise ValueError(f"{_opt('rescale_clip')} must be in (0, 1), got {cfg.rescale_clip}")
+    if not 0.0 <= cfg.ema < 1.0:
+        raise ValueError(f"{_opt('ema')} must be in [0, 1), got {cfg.ema}")
+
+
+def _opt(name: str) -> str:
+    """A field as the user meets it: its name and its command-line option."""
+    return f"LSC {name} (--lsc-{name.replace('_', '-')})"

@@ -220,6 +220,23 @@ def _prepare_batches(batches: Any, config: LSCConfig, device: Any) -> list[Tenso
     return out
 
 
+def check_lsc_inputs(xs: list[Tensor], ffn: bool = False, where: str = "lsc_pretrain") -> None:
+    """Refuse inputs LSC cannot measure, with one line saying what is wrong: an empty batch, a zero-length
+    sequence (``[B, 0, F]``), or NaN/inf values (they would give NaN radii or a failing eigen/SVD solver).
+    ``xs``: ``[B, T, F]`` (``[B, T]`` token ids; ``[B, F]`` for an FFN)."""
+    for i, x in enumerate(xs):
+        at = f"{where}: batch {i + 1}"
+        if x.dim() == 0 or x.shape[0] == 0:
+            raise ValueError(f"{at} is empty (shape {list(x.shape)}); pass batches with at least one example")
+        if not ffn and x.dim() >= 2 and x.shape[1] == 0:
+            raise ValueError(f"{at} has zero time steps (shape {list(x.shape)}); sequences are "
+                             "[batch, time, features] with time >= 1")
+        if x.numel() == 0:
+            raise ValueError(f"{at} has no values (shape {list(x.shape)}); every dimension must be >= 1")
+        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{at} holds NaN or inf inputs; clean the data (e.g. torch.nan_to_num) first")
+
+
 def _device(model: Any) -> Any:
     ref = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
     return ref.device if ref is not None else None
@@ -284,6 +301,7 @@ def lsc_pretrain(model: nn.Module, batches: Any, config: LSCConfig | None = None
     device = _device(model)
     xs = _prepare_batches(batches, cfg, device)
     ffn = is_ffn(model)
+    check_lsc_inputs(xs, ffn)
     seq_len = None if ffn else int(xs[0].shape[1]) if xs[0].dim() >= 2 else None
     targets = resolve_targets(model, cfg, seq_len)
     fams = list(targets)
@@ -431,5 +449,5 @@ def lsc_loss(model: nn.Module, x_t: Tensor, states: list[Any], targets: dict[str
     return torch.stack(rs).mean(), res.states
 
 
-__all__ = ["LSCReport", "check_config", "lsc_loss", "lsc_pretrain", "make_config", "make_lsc_optimizer",
-           "resolve_targets"]
+__all__ = ["LSCReport", "check_config", "check_lsc_inputs", "lsc_loss", "lsc_pretrain", "make_config",
+           "make_lsc_optimizer", "resolve_targets"]

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..io import atomic_write_text
 from .plots import (
     facets,
     is_lsc_key,
@@ -144,13 +145,13 @@ def write_report(root: str | Path, out: str | Path | None = None, *, metric: str
     pivots = [pivot_table(groups, by, pivot, metric)] if pivot else []
     text = _markdown(table, groups, by, cols, fig_paths, out, command, pivots)
     md = out / "report.md"
-    md.write_text(text)
+    atomic_write_text(md, text)
     metric_cols = sorted({k for r in table.rows for k in r if is_number(r.get(k)) and k not in by
                           and k != "seed"})
     runs_csv = out / "runs.csv"
-    runs_csv.write_text(to_csv(table.rows, ["name", "status", "seed", *by, *metric_cols, "error"]))
+    atomic_write_text(runs_csv, to_csv(table.rows, ["name", "status", "seed", *by, *metric_cols, "error"]))
     summary_csv = out / "summary.csv"
-    summary_csv.write_text(to_csv(groups, [*by, "n", "n_failed", "n_runs",
+    atomic_write_text(summary_csv, to_csv(groups, [*by, "n", "n_failed", "n_runs",
                                            *(f"{m}_{s}" for m in cols for s in ("mean", "sd"))]))
     return Report(md, runs_csv, summary_csv, fig_paths, text)
 

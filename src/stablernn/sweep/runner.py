@@ -37,8 +37,17 @@ in ``[base.*]`` tables (``clip_norm = "none"``). Run names are built from the va
 
 Each run writes ``out_dir/<name>/`` through :func:`stablernn.train.fit` plus ``status.json`` (``status``: running,
 done, failed, interrupted; ``error``) and, for a failure, ``traceback.txt``. ``out_dir/sweep.json`` indexes the
-sweep (the spec, and every run's name, varied values, seed and status). Rerunning a sweep skips finished runs,
-resumes interrupted ones from their checkpoint, and leaves failed ones alone unless asked to retry them.
+sweep (the spec, and every run's name, varied values, seed and status) and is rewritten after every finished run.
+Rerunning a sweep skips finished runs, resumes interrupted ones from their checkpoint, and leaves failed ones alone
+unless asked to retry them.
+
+Concurrency: a run is trained only under its lock (:class:`stablernn.io.RunLock`, an OS file lock on
+``<run>/.lock`` that the kernel frees when the holder dies). "running" means "a live process holds the lock", never
+just a status string, so a run whose runner was killed reads as interrupted and is resumed. Two sweeps on one
+``out_dir`` (one machine, or several on storage with working ``flock``, e.g. NFSv4) skip each other's locked runs
+and so share the work. Local workers exit when the sweep process dies (parent-death signal and a watchdog thread);
+Ray tasks belong to their driver, so a killed driver's runs are cancelled by Ray and resume on the next run of the
+sweep.
 """
 from __future__ import annotations
 
@@ -60,7 +69,8 @@ from pathlib import Path
 from typing import Any
 
 from ..data.config import DataConfig
-from ..io import atomic_write_json, atomic_write_text
+from ..errors import MissingDependencyError, RunBusyError
+from ..io import RunLock, atomic_write_json, atomic_write_text, is_locked
 from ..lsc.config import LSCConfig
 from ..models import ModelConfig
 from ..train.config import RunConfig, TrainConfig, read_table_file
@@ -201,12 +211,17 @@ def parse_spec(d: dict[str, Any], where: str = "<dict>") -> SweepSpec:
     if bad:
         raise ValueError(f"{where}: unknown [base] section(s) {sorted(bad)}; allowed: {', '.join(SECTIONS)} (name "
                          "and out_dir are set by the sweep)")
+    for section, table in base.items():
+        if not isinstance(table, dict):
+            raise ValueError(f"{where}: [base.{section}] must be a table of field = value, got {table!r}")
     grid = d.get("grid", {})
     if not isinstance(grid, dict):
         raise ValueError(f"{where}: [grid] must be a table of \"section.field\" = [values]")
     zips = d.get("zip", [])
     if isinstance(zips, dict):
         zips = [zips]
+    if not isinstance(zips, list) or not all(isinstance(z, dict) for z in zips):
+        raise ValueError(f"{where}: [[zip]] must be tables of \"section.field\" = [values] that vary together")
     seen: set[str] = set()
     axes = [(kv, True) for kv in grid.items()] + [(kv, False) for z in zips for kv in z.items()]
     for (key, values), unique in axes:
@@ -228,11 +243,16 @@ def parse_spec(d: dict[str, Any], where: str = "<dict>") -> SweepSpec:
         raise ValueError(f"{where}: seeds must be a non-empty list of integers, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"{where}: seeds has duplicates: {seeds}")
-    seed_keys = tuple(d.get("seed_keys", ("train.seed", "lsc.seed")))
+    seed_keys = d.get("seed_keys", ("train.seed", "lsc.seed"))
+    if not isinstance(seed_keys, (list, tuple)) or not all(isinstance(k, str) for k in seed_keys):
+        raise ValueError(f"{where}: seed_keys must be a list of \"section.field\" keys, got {seed_keys!r}")
+    seed_keys = tuple(seed_keys)
     for key in seed_keys:
         split_key(key)
         if key in seen:
             raise ValueError(f"{where}: {key!r} is set by seeds (seed_keys) and cannot also be a grid axis")
+    if not isinstance(d.get("resources", {}), dict):
+        raise ValueError(f"{where}: [resources] must be a table (cpus, gpus)")
     try:
         resources = Resources(**d.get("resources", {}))
     except TypeError as e:
@@ -391,21 +411,27 @@ def _with_hash(stem: str, run: SweepRun) -> str:
 
 # --- run state --------------------------------------------------------------------------------------------------
 def run_status(run_dir: Path) -> str:
-    """``done`` (final.json present), else the status recorded in status.json (``failed``, ``interrupted``, ``running``
-    when a runner died mid-run), else ``partial`` (a checkpoint exists) or ``pending``."""
+    """``done`` (final.json present); ``running`` only while a live process holds the run's lock (a status string
+    alone is never trusted: a killed runner cannot update it); ``failed`` as recorded; ``interrupted`` for a run
+    recorded as interrupted or as running by a process that is gone; else ``partial`` (a checkpoint exists) or
+    ``pending``."""
     run_dir = Path(run_dir)
     if (run_dir / "final.json").exists():
         return "done"
+    if is_locked(run_dir):
+        return "running"
     st = read_json(run_dir / STATUS_FILE)
-    if st and st.get("status") in ("failed", "interrupted", "running"):
-        return str(st["status"])
+    if st and st.get("status") == "failed":
+        return "failed"
+    if st and st.get("status") in ("interrupted", "running"):
+        return "interrupted"
     return "partial" if (run_dir / "checkpoint.pt").exists() else "pending"
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
         return None
 
 
@@ -449,19 +475,39 @@ def check_out_dir(runs: Iterable[SweepRun]) -> None:
         if diff:
             raise ValueError(f"run directory {r.run_dir} holds a run made with a different config ("
                              + "; ".join(diff[:4]) + (" ..." if len(diff) > 4 else "")
-                             + "); use another out_dir or delete that directory")
+                             + "); use another --out-dir, or delete that run directory to train it again")
 
 
 # --- one run ----------------------------------------------------------------------------------------------------
-def execute_run(config: dict[str, Any], threads: int | None = None) -> dict[str, Any]:
-    """Train one run (a RunConfig dict) and record the outcome in its ``status.json``; never raises for a failed
-    run (its error and ``traceback.txt`` are written instead). Returns ``{"name", "status", "error", "seconds",
-    metrics...}``. Top-level so worker processes and Ray tasks can import it."""
+def execute_run(config: dict[str, Any], threads: int | None = None, retry_failed: bool = True) -> dict[str, Any]:
+    """Train one run (a RunConfig dict) under its lock and record the outcome in its ``status.json``; never raises
+    for a failed run (its error and ``traceback.txt`` are written instead). Returns ``{"name", "status", "error",
+    "seconds", "trained", metrics...}``; ``trained`` is False when the run was skipped because another live
+    process holds its lock (``status`` "running") or finished it meanwhile (``status`` "done", or "failed" when
+    ``retry_failed`` is off). Top-level so worker processes and Ray tasks can import it."""
+    run = RunConfig.from_dict(config)
+    run_dir = run.run_dir
+    try:
+        lock = RunLock(run_dir).acquire()
+    except RunBusyError:
+        return {"name": run.name, "status": "running", "error": None, "trained": False}
+    try:
+        # another sweep may have finished (or failed) this run since it was planned; run_status would say
+        # "running" now, as we hold the lock, so read the files themselves
+        recorded = (read_json(run_dir / STATUS_FILE) or {}).get("status")
+        now = "done" if (run_dir / "final.json").exists() else "failed" if recorded == "failed" else None
+        if now == "done" or (now == "failed" and not retry_failed):
+            return {"name": run.name, "status": now, "error": None, "trained": False}
+        return {**_execute_locked(run, threads), "trained": True}
+    finally:
+        lock.release()
+
+
+def _execute_locked(run: RunConfig, threads: int | None) -> dict[str, Any]:
     import torch
 
     from ..train import fit
 
-    run = RunConfig.from_dict(config)
     run.train.progress = False
     if run.lsc is not None:
         run.lsc.progress = False
@@ -469,7 +515,6 @@ def execute_run(config: dict[str, Any], threads: int | None = None) -> dict[str,
         torch.set_num_threads(int(threads))
         run.train.threads = int(threads)
     run_dir = run.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     started = {"status": "running", "host": socket.gethostname(), "pid": os.getpid(), "started": _now()}
     atomic_write_json(run_dir / STATUS_FILE, started)
@@ -512,7 +557,7 @@ class SweepResult:
 
     def summary(self) -> str:
         n = len(self.statuses)
-        parts = [f"{self.count(s)} {s}" for s in ("done", "failed", "interrupted", "partial", "pending", "running")
+        parts = [f"{self.count(s)} {s}" for s in ("done", "running", "failed", "interrupted", "partial", "pending")
                  if self.count(s)]
         return (f"{n} runs in {self.out_dir}: " + ", ".join(parts)
                 + f" (trained now: {len(self.ran)}, skipped: {len(self.skipped)})")
@@ -527,7 +572,7 @@ def plan(spec: SweepSpec, *, retry_failed: bool = False, only: str | None = None
     for r in runs:
         st = run_status(r.run_dir)
         wanted = pattern is None or pattern.search(r.name) is not None
-        if not wanted or st == "done" or (st == "failed" and not retry_failed):
+        if not wanted or st in ("done", "running") or (st == "failed" and not retry_failed):
             skip.append(r)
         else:
             todo.append(r)
@@ -560,7 +605,10 @@ def run_sweep(spec: SweepSpec, *, workers: int = 1, use_ray: bool = False, ray_a
     rerun resumes the rest.
     """
     if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {threads}")
+    ray = _import_ray() if use_ray else None  # a missing ray is reported before anything is written
     runs, todo, skipped = plan(spec, retry_failed=retry_failed, only=only)
     check_out_dir(todo)
     write_index(spec, runs)
@@ -570,24 +618,27 @@ def run_sweep(spec: SweepSpec, *, workers: int = 1, use_ray: bool = False, ray_a
     def done(res: dict[str, Any]) -> None:
         results[res["name"]] = res
         bar.update(res)
+        write_index(spec, runs)  # sweep.json tells the truth after every run, also if this process dies next
         if on_result is not None:
             on_result(res)
 
     try:
         if todo:
             configs = [r.config.to_dict() for r in todo]
-            if use_ray:
-                _run_ray(configs, spec.resources, ray_address, ray_init or {}, threads, done)
+            if ray is not None:
+                _run_ray(ray, configs, spec.resources, ray_address, ray_init or {}, threads, retry_failed, done)
             elif workers > 1:
-                _run_processes(configs, workers, threads or 1, done)
+                _run_processes(configs, workers, threads or 1, retry_failed, done)
             else:
                 for cfg in configs:
-                    done(execute_run(cfg, threads))
+                    done(execute_run(cfg, threads, retry_failed))
     finally:
         bar.close()
         write_index(spec, runs)
     statuses = {r.name: run_status(r.run_dir) for r in runs}
-    return SweepResult(Path(spec.out_dir), statuses, [r.name for r in todo], [r.name for r in skipped], results)
+    ran = [n for n, res in results.items() if res.get("trained", True)]
+    skipped_names = [r.name for r in skipped] + [n for n, res in results.items() if not res.get("trained", True)]
+    return SweepResult(Path(spec.out_dir), statuses, ran, skipped_names, results)
 
 
 class _SweepBar:
@@ -601,7 +652,8 @@ class _SweepBar:
             self.bar = tqdm(total=total, desc=f"sweep {name}", unit="run", dynamic_ncols=True)
 
     def update(self, res: dict[str, Any]) -> None:
-        self.counts[res["status"]] = self.counts.get(res["status"], 0) + 1
+        key = res["status"] if res.get("trained", True) else "skipped"
+        self.counts[key] = self.counts.get(key, 0) + 1
         if self.bar is not None:
             if res["status"] == "failed":
                 self.bar.write(f"failed: {res['name']}: {res.get('error')}")
@@ -613,14 +665,43 @@ class _SweepBar:
             self.bar.close()
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, parent: int) -> None:
+    """Worker set-up: torch threads, and dying with the sweep process however it dies (no orphans)."""
     os.environ["OMP_NUM_THREADS"] = str(threads)
+    _die_with_parent(parent)
     import torch
 
     torch.set_num_threads(threads)
 
 
-def _run_processes(configs: list[dict[str, Any]], workers: int, threads: int,
+def _die_with_parent(parent: int, poll: float = 0.5) -> None:
+    """Exit when ``parent`` is gone: the kernel's parent-death signal on Linux (``prctl(PR_SET_PDEATHSIG)``), and a
+    daemon thread that polls ``os.getppid()`` everywhere (it also covers a parent that died before the prctl).
+    A run cut short this way keeps its checkpoint; its lock dies with the worker, so a rerun resumes it."""
+    import signal
+    import sys
+    import threading
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # no prctl here: the thread below still works
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll)
+        os._exit(70)  # the sweep that started us is gone: stop now rather than train runs no one collects
+
+    if os.getppid() != parent:
+        os._exit(70)
+    threading.Thread(target=watch, name="stablernn-parent-watch", daemon=True).start()
+
+
+def _run_processes(configs: list[dict[str, Any]], workers: int, threads: int, retry_failed: bool,
                    done: Callable[[dict[str, Any]], None]) -> None:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -628,8 +709,8 @@ def _run_processes(configs: list[dict[str, Any]], workers: int, threads: int,
 
     ctx = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools and any CUDA state
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(threads,)) as pool:
-        futures = {pool.submit(execute_run, cfg, threads): cfg["name"] for cfg in configs}
+                             initargs=(threads, os.getpid())) as pool:
+        futures = {pool.submit(execute_run, cfg, threads, retry_failed): cfg["name"] for cfg in configs}
         try:
             for fut in as_completed(futures):
                 done(fut.result())
@@ -646,13 +727,16 @@ def _import_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise ImportError("--ray needs the ray package: pip install 'stablernn[ray]' (or pip install ray)") from None
+        raise MissingDependencyError("--ray needs the ray package: pip install 'stablernn[ray]' (or pip install "
+                                     "ray), or run without --ray (--workers N for local processes)") from None
     return ray
 
 
-def _run_ray(configs: list[dict[str, Any]], res: Resources, address: str | None, init: dict[str, Any],
-             threads: int | None, done: Callable[[dict[str, Any]], None]) -> None:
-    ray = _import_ray()
+def _run_ray(ray: Any, configs: list[dict[str, Any]], res: Resources, address: str | None, init: dict[str, Any],
+             threads: int | None, retry_failed: bool, done: Callable[[dict[str, Any]], None]) -> None:
+    """Each run a Ray task. The tasks belong to this driver: if it is killed, Ray cancels them, their run locks die
+    with them, and rerunning the sweep resumes every unfinished run from its checkpoint (the Ray way: no detached
+    actors, no state outside ``out_dir``)."""
     started_here = False
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS")
@@ -666,7 +750,7 @@ def _run_ray(configs: list[dict[str, Any]], res: Resources, address: str | None,
     try:
         task = ray.remote(num_cpus=res.cpus, num_gpus=res.gpus, max_retries=0)(execute_run)
         n_threads = threads or max(1, int(res.cpus))
-        pending = {task.remote(cfg, n_threads): cfg for cfg in configs}
+        pending = {task.remote(cfg, n_threads, retry_failed): cfg for cfg in configs}
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:

@@ -67,7 +67,9 @@ def load_sweep(root: str | Path) -> SweepTable:
     by_name = {p.name: p for p in run_dirs}
     order = [r["name"] for r in index.get("runs", []) if r["name"] in by_name]
     order += [n for n in by_name if n not in set(order)]
-    if not order:
+    # runs the index lists that have not written a config yet (pending, or running before their first checkpoint)
+    unstarted = [r for r in index.get("runs", []) if r.get("name") not in by_name]
+    if not order and not unstarted:
         raise FileNotFoundError(f"no run directories (folders with config.json) under {root}")
     configs = {n: json.loads((by_name[n] / "config.json").read_text()) for n in order}
     seed_keys = tuple(index.get("seed_keys", SEED_KEYS))
@@ -89,6 +91,10 @@ def load_sweep(root: str | Path) -> SweepTable:
         rep = read_json(d / "lsc_report.json")
         if rep is not None:
             lsc[n] = rep
+    for r in unstarted:
+        row = {"name": r["name"], "status": run_status(root / r["name"]), "seed": r.get("seed"), "error": None}
+        row.update({key: display_value(r.get("varied", {}).get(key)) for key in axes})
+        rows.append(row)
     return SweepTable(root, rows, axes, index.get("spec", {}), configs, lsc)
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -60,27 +62,67 @@ class TrainConfig:
                                    "pretrain`)")
 
     def __post_init__(self) -> None:
-        check_fields(self)
-        for name in ("epochs", "warmup_steps"):
-            require(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("max_batches", "eval_every", "patience", "threads", "flossing_k"):
-            v = getattr(self, name)
-            require(v is None or v >= 1, f"{name} must be >= 1, got {v}")
-        require(self.lr > 0, f"lr must be > 0, got {self.lr}")
-        require(self.weight_decay >= 0 and self.rate_weight >= 0 and self.flossing_weight >= 0,
-                "weight_decay, rate_weight and flossing_weight must be >= 0")
-        require(self.clip_norm is None or self.clip_norm > 0, f"clip_norm must be > 0 or None, got "
-                f"{self.clip_norm}")
-        require(self.time_limit is None or self.time_limit > 0, f"time_limit must be > 0 or None, "
-                f"got {self.time_limit}")
-        require(re.fullmatch(r"auto|[a-z_]+(:\d+)?", self.device) is not None,
-                f"device must be auto, cpu, cuda or cuda:N (a torch device), got {self.device!r}")
-        for name in ("init_rate", "final_rate"):
-            v = getattr(self, name)
-            require(v is None or 0.0 <= v <= 1.0, f"{name} must be a firing rate in [0, 1], got {v}")
-        start, end = self.rate_ramp
-        require(0.0 <= start <= end <= 1.0, f"rate_ramp needs 0 <= start <= end <= 1, got "
-                f"{self.rate_ramp}")
+        validate_train_config(self)
+        check_fields(self)  # what is left: the kinds of the other fields
+
+
+_HINTS: dict[str, Any] = typing.get_type_hints(TrainConfig)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def validate_train_config(tc: TrainConfig) -> None:
+    """Raise ``ValueError`` naming the field (as its command-line option) and the allowed values; called on
+    construction, so a bad value is refused before a run directory exists."""
+    for f in dataclasses.fields(tc):  # Literal fields: one of the listed choices
+        choices = typing.get_args(_HINTS[f.name]) if typing.get_origin(_HINTS[f.name]) is Literal else ()
+        if choices and getattr(tc, f.name) not in choices:
+            raise ValueError(f"unknown {f.name} {getattr(tc, f.name)!r}; choose one of {', '.join(choices)} "
+                             f"(--{f.name.replace('_', '-')})")
+    if not isinstance(tc.device, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", tc.device):
+        raise ValueError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {tc.device!r}")
+    if not _is_int(tc.epochs) or tc.epochs < 0:
+        raise ValueError(f"--epochs must be an integer >= 0, got {tc.epochs!r}")
+    if not _is_num(tc.lr) or tc.lr <= 0:
+        raise ValueError(f"--lr must be a positive finite number, got {tc.lr!r}")
+    if not _is_num(tc.weight_decay) or tc.weight_decay < 0:
+        raise ValueError(f"--weight-decay must be a finite number >= 0, got {tc.weight_decay!r}")
+    if not _is_int(tc.seed):
+        raise ValueError(f"--seed must be an integer, got {tc.seed!r}")
+    for name in ("warmup_steps",):
+        v = getattr(tc, name)
+        if not _is_int(v) or v < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 0, got {v!r}")
+    for name in ("max_batches", "eval_every", "patience", "threads"):
+        v = getattr(tc, name)
+        if v is not None and (not _is_int(v) or v < 1):
+            raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 1 (or left out), got {v!r}")
+    if tc.clip_norm is not None and (not _is_num(tc.clip_norm) or tc.clip_norm < 0):
+        raise ValueError(f"--clip-norm must be a finite number >= 0 (0 = no clipping), got {tc.clip_norm!r}")
+    if tc.time_limit is not None and (not _is_num(tc.time_limit) or tc.time_limit <= 0):
+        raise ValueError(f"--time-limit must be a positive number of seconds, got {tc.time_limit!r}")
+    if tc.init_rate is not None and (not _is_num(tc.init_rate) or not 0.0 < tc.init_rate < 1.0):
+        raise ValueError(f"--init-rate must be a firing rate in (0, 1), got {tc.init_rate!r}")
+    if tc.final_rate is not None and (not _is_num(tc.final_rate) or not 0.0 <= tc.final_rate <= 1.0):
+        raise ValueError(f"--final-rate must be a firing rate in [0, 1], got {tc.final_rate!r}")
+    if not _is_num(tc.rate_weight) or tc.rate_weight < 0:
+        raise ValueError(f"--rate-weight must be a finite number >= 0, got {tc.rate_weight!r}")
+    ramp = tuple(tc.rate_ramp)
+    if len(ramp) != 2 or not all(_is_num(v) for v in ramp) or not 0.0 <= ramp[0] <= ramp[1] <= 1.0:
+        raise ValueError(f"--rate-ramp must be START:END with 0 <= START <= END <= 1 (fractions of training), got "
+                         f"{':'.join(map(str, ramp))}")
+    if not _is_num(tc.flossing_weight) or tc.flossing_weight < 0:
+        raise ValueError(f"--flossing-weight must be a finite number >= 0, got {tc.flossing_weight!r}")
+    if not _is_int(tc.flossing_k) or tc.flossing_k < 1:
+        raise ValueError(f"--flossing-k must be an integer >= 1, got {tc.flossing_k!r}")
+    if not _is_num(tc.flossing_target):
+        raise ValueError(f"--flossing-target must be a finite number, got {tc.flossing_target!r}")
 
 
 @dataclass
