@@ -16,16 +16,8 @@ import pytest
 import torch
 
 from stablernn.sweep import expand, load_spec, parse_spec, run_status, run_sweep, write_report
-from stablernn.sweep.runner import (
-    check_out_dir,
-    config_differences,
-    describe_runs,
-    execute_run,
-    format_value,
-    parse_override,
-    plan,
-    short_labels,
-)
+from stablernn.sweep.runner import check_out_dir, config_differences, describe_runs, execute_run, plan
+from stablernn.sweep.spec import format_value, parse_override, short_labels
 
 torch.set_num_threads(1)
 

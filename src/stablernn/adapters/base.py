@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..cells.base import output_size
 from ..models import DeepRNN
 
 # a layer builder: (the user's layer, the nn.Linear feeding it or None) -> list of view cells
@@ -84,7 +85,7 @@ class ModelView(DeepRNN):
     def __init__(self, source: nn.Module, cells: list[nn.Module], *, encoder: nn.Module | None = None,
                  readout: nn.Module | None = None, layer_dropout: list[float] | None = None, library: str = ""):
         in_size = encoder.in_features if isinstance(encoder, nn.Linear) else cells[0].input_size
-        last = int(getattr(cells[-1], "output_size", cells[-1].hidden_size))
+        last = output_size(cells[-1])
         out_size = readout.out_features if isinstance(readout, nn.Linear) else last
         if isinstance(readout, nn.Linear) and readout.in_features != last:
             raise ValueError(f"the readout {readout} takes {readout.in_features} features but the last recurrent "

@@ -20,6 +20,8 @@ from typing import Any
 
 from torch import nn
 
+from ..cells.base import CellProtocol
+from ..models import FFN, DeepRNN
 from .base import LayerAdapter, ModelView, find_layer, refusal
 
 # modules with no parameters that a user's model may hold between layers without changing the sequence
@@ -124,20 +126,12 @@ def build(module: nn.Module, p: Plan) -> ModelView:
                      library=", ".join(libraries))
 
 
-_CELL_METHODS = ("initial_state", "stability_state", "with_stability_state")
-_STACK_METHODS = ("encode", "layer_input", "layer_output", "decode", "initial_states")
 
 
 def is_stablernn_model(module: Any) -> bool:
-    """A stablernn stack (``DeepRNN``-like), cell, ``FFN`` or a view already: nothing to adapt (the same duck types
-    ``stablernn.lsc.transitions.as_stack`` accepts)."""
-    if isinstance(module, ModelView):
-        return True
-    if hasattr(module, "layers") and callable(getattr(module, "layer_forward", None)) and hasattr(module, "out"):
-        return True
-    if hasattr(module, "cells") and all(callable(getattr(module, m, None)) for m in _STACK_METHODS[:3]):
-        return True
-    return all(callable(getattr(module, m, None)) for m in _CELL_METHODS)
+    """A stablernn stack, cell, ``FFN`` or a view already: nothing to adapt (what ``stablernn.models.as_stack``
+    takes without an adapter)."""
+    return isinstance(module, (ModelView, DeepRNN, FFN, CellProtocol))
 
 
 __all__ = ["Plan", "build", "is_stablernn_model", "plan"]

@@ -266,7 +266,7 @@ def _check_cell_step(cell: Any, name: str, batch_size: int, device: torch.device
     rebuilt = cell.stability_state(rebuilt_state)
     if rebuilt.shape != s.shape or not torch.allclose(rebuilt, s):
         raise TypeError(f"{name}.with_stability_state is not the inverse of stability_state")
-    if callable(getattr(cell, "output", None)):
+    if isinstance(cell, HasOutput):
         o = cell.output(rebuilt_state)
         if not isinstance(o, Tensor) or tuple(o.shape) != (batch_size, width):
             got = list(o.shape) if isinstance(o, Tensor) else type(o).__name__

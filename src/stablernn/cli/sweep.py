@@ -50,7 +50,8 @@ def sweep(
 
     Example: stablernn sweep experiments/sg_lr_quick.toml --workers 2 && stablernn report runs/sg_lr_quick
     """
-    from ..sweep.runner import describe_runs, load_spec, plan, run_sweep
+    from ..sweep.runner import describe_runs, plan, run_sweep
+    from ..sweep.spec import load_spec
 
     seed_list = _parse_seeds(seeds) if seeds else None
     sp = load_spec(spec, out_dir=out_dir, seeds=seed_list, overrides=set_)
@@ -114,7 +115,7 @@ def report(
         raise ValueError(f"--format must be one of {', '.join(typing.get_args(FigureFormat))}, got {fmt!r}")
     options = None
     if spec is not None:
-        from ..sweep.runner import load_spec
+        from ..sweep.spec import load_spec
 
         options = load_spec(spec).report
     rep = write_report(run_dir, out, metric=metric, prefix=prefix, fmt=fmt, make_figures=figures,

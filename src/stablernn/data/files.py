@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
+from ..io import atomic_path  # noqa: F401  (re-exported: the data loaders' cache writes)
 from .base import DataError
 from .config import DataConfig
 
@@ -47,25 +45,6 @@ def cache_root(cfg: DataConfig) -> Path | None:
     if env:
         return Path(env).expanduser()
     return Path("~/.cache/stablernn").expanduser()
-
-
-@contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``target``; on success it is renamed onto ``target`` in one step.
-
-    Why: two runs of a sweep may build the same cache at once, and a run killed mid-write must not leave a
-    truncated file that a later run would trust. ``os.replace`` within one directory is atomic on POSIX.
-    """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, target)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
 
 
 def require(cond: bool, path: Path | str, problem: str) -> None:

@@ -11,18 +11,8 @@ from .report import (
     predict,
     write_report,
 )
-from .runner import (
-    SweepResult,
-    SweepRun,
-    SweepSpec,
-    execute_run,
-    expand,
-    load_spec,
-    parse_spec,
-    plan,
-    run_status,
-    run_sweep,
-)
+from .runner import SweepResult, execute_run, plan, run_status, run_sweep
+from .spec import SweepRun, SweepSpec, expand, load_spec, parse_spec
 
 __all__ = [
     "SweepResult",

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..figures import save_figure
-from .runner import format_value
+from .spec import format_value
 from .tables import SweepTable, aggregate, label, mean_sd, sort_key, unique
 
 

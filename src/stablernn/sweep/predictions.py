@@ -6,7 +6,8 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .runner import flatten, format_value
+from .runner import flatten
+from .spec import format_value
 from .tables import SweepTable, is_number, unique
 
 # --- predictions ------------------------------------------------------------------------------------------------

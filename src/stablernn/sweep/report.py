@@ -56,7 +56,7 @@ from .predictions import (
     predict_with_status,
     resolve_predictions,
 )
-from .runner import format_value
+from .spec import format_value
 from .tables import (
     DEFAULT_METRICS,
     FIGURE_KINDS,

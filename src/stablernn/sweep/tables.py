@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .runner import INDEX_FILE, NONE, STATUS_FILE, flatten, format_value, read_json, run_status
+from .runner import INDEX_FILE, STATUS_FILE, flatten, read_json, run_status
+from .spec import NONE, format_value
 
 SEED_KEYS = ("train.seed", "lsc.seed")
 # the per-run numbers a table shows by default, in this order, when present
