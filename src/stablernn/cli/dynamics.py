@@ -211,17 +211,10 @@ def dynamics(
     all readout features) and the readout-size table; writes summary.json, spectrum.png, memory.png and
     readout.png. Definitions: docs/dynamics.md.
     """
-    from ..dynamics.memory import dynamics_profile
-
-    for name, v, lo in (("--layers", layers, 1), ("--width", width, 1), ("--threads", threads, 1),
-                        ("--lyapunov-steps", lyapunov_steps, 2),
-                        ("--streams", streams, 1), ("--steps", steps, 2)):
-        if v < lo:
-            raise ValueError(f"{name} must be >= {lo}, got {v}")
-    for name, v in (("--lyapunov", lyapunov), ("--memory", memory), ("--ipc-degree", ipc_degree),
-                    ("--draws", draws)):
-        if v < 0:
-            raise ValueError(f"{name} must be >= 0, got {v}")
+    _check_sizes({"--layers": (layers, 1), "--width": (width, 1), "--threads": (threads, 1),
+                  "--lyapunov-steps": (lyapunov_steps, 2), "--streams": (streams, 1), "--steps": (steps, 2),
+                  "--lyapunov": (lyapunov, 0), "--memory": (memory, 0), "--ipc-degree": (ipc_degree, 0),
+                  "--draws": (draws, 0)})
     if memory > 0 and steps <= memory + 20:
         raise ValueError(f"--steps ({steps}) must well exceed --memory ({memory}): the first k_max steps are a "
                          f"warmup and the rest is split into train and test")
@@ -231,17 +224,7 @@ def dynamics(
                          ipc_window=ipc_window, n_steps=steps, streams=streams, draws=draws,
                          features=features, ridge=ridge, seed=seed)  # type: ignore[arg-type]
     x = task_stream(data.test, min(streams, 4), lyapunov_steps) if lyapunov > 0 else None
-    variants: dict[str, nn.Module] = {"init" if run is None else "trained": model}
-    lsc_reports = {}
-    for target in lsc:
-        name = f"LSC {target:g}"
-        typer.echo(f"LSC pre-training to {target:g} ...")
-        variants[name], lsc_reports[name] = _lsc_variant(model, data, target, seed, progress)
-    rows: dict[str, dict[str, Any]] = {}
-    from tqdm.auto import tqdm
-
-    for name, net in tqdm(variants.items(), desc="dynamics", unit="network", disable=not progress, leave=False):
-        rows[name] = dynamics_profile(net, x, cfg).summary()
+    rows, lsc_reports = _profiles(model, data, "init" if run is None else "trained", lsc, x, cfg, seed, progress)
     out = out or Path("runs") / "dynamics" / (run.name if run else f"{task}-{cell}-{layers}x{width}-s{seed}")
     out.mkdir(parents=True, exist_ok=True)
     summary = {"network": label, "config": dict(cfg.__dict__.items()), "profiles": rows,
@@ -254,3 +237,29 @@ def dynamics(
     for p in plot_profiles(rows, out):
         typer.echo(f"wrote {p}")
     typer.echo(f"wrote {out / 'summary.json'}")
+
+
+def _check_sizes(values: dict[str, tuple[int, int]]) -> None:
+    """One line for the first option below its smallest allowed value."""
+    for name, (v, lo) in values.items():
+        if v < lo:
+            raise ValueError(f"{name} must be >= {lo}, got {v}")
+
+
+def _profiles(model: nn.Module, data: Any, first: str, lsc: list[float], x: Any, cfg: DynamicsConfig, seed: int,
+              progress: bool) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """The dynamics profile of ``model`` and of an LSC-pre-trained copy per target: (summary rows, LSC reports)."""
+    from tqdm.auto import tqdm
+
+    from ..dynamics.memory import dynamics_profile
+
+    variants: dict[str, nn.Module] = {first: model}
+    lsc_reports = {}
+    for target in lsc:
+        name = f"LSC {target:g}"
+        typer.echo(f"LSC pre-training to {target:g} ...")
+        variants[name], lsc_reports[name] = _lsc_variant(model, data, target, seed, progress)
+    rows = {name: dynamics_profile(net, x, cfg).summary()
+            for name, net in tqdm(variants.items(), desc="dynamics", unit="network", disable=not progress,
+                                  leave=False)}
+    return rows, lsc_reports
