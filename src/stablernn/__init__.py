@@ -4,7 +4,21 @@ LSC pre-training (every one-step transition Jacobian brought to a target radius)
 spiking neurons, on one explicit-state cell interface. See README.md and docs/.
 """
 from . import surrogate
-from .cells import ALIFCell, Cell, ElmanCell, GRUCell, LIFCell, LRUCell, LSTMCell, ResLRUCell, check_cell
+from .cells import (
+    ALIFCell,
+    Cell,
+    DecolleCell,
+    ElmanCell,
+    GRUCell,
+    LIFCell,
+    LiGRUCell,
+    LRUCell,
+    LSTMCell,
+    ResLRUCell,
+    SpikingLSTMCell,
+    check_cell,
+    low_rank_sparse_,
+)
 from .data import DataConfig, load_task
 from .diagnostics import firing_rates, gradient_grid
 from .dynamics.capacity import information_processing_capacity
@@ -19,6 +33,7 @@ from .snn.design import DesignConfig, apply_design_, design_model, stability_des
 from .snn.fluctuation_init import fluctuation_init_
 from .sweep import SweepSpec, load_spec, load_sweep, run_sweep, write_report
 from .train import RunConfig, TrainConfig, fit
+from .train.losses import local_losses
 
 __version__ = "0.1.0"
 
@@ -27,6 +42,7 @@ __all__ = [
     "ALIFCell",
     "Cell",
     "DataConfig",
+    "DecolleCell",
     "DeepRNN",
     "DesignConfig",
     "DynamicsConfig",
@@ -37,9 +53,11 @@ __all__ = [
     "LSCConfig",
     "LSCReport",
     "LSTMCell",
+    "LiGRUCell",
     "ModelConfig",
     "ResLRUCell",
     "RunConfig",
+    "SpikingLSTMCell",
     "SweepSpec",
     "TaskStats",
     "TrainConfig",
@@ -57,6 +75,8 @@ __all__ = [
     "load_spec",
     "load_sweep",
     "load_task",
+    "local_losses",
+    "low_rank_sparse_",
     "lsc_pretrain",
     "lyapunov_spectrum",
     "memory_capacity",

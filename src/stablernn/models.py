@@ -15,7 +15,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .cells import ALIFCell, ElmanCell, GRUCell, LIFCell, LRUCell, LSTMCell, ResLRUCell
+from .cells import (
+    ALIFCell,
+    DecolleCell,
+    ElmanCell,
+    GRUCell,
+    LIFCell,
+    LiGRUCell,
+    LRUCell,
+    LSTMCell,
+    ResLRUCell,
+    SpikingLSTMCell,
+)
 from .cells import output_size as output_size_of
 from .cells.base import State
 from .cells.rnn import activation_fn
@@ -246,7 +257,9 @@ def _init_linear(lin: nn.Linear, init: str) -> None:
 
 # --- typed config -----------------------------------------------------------------------------------------------
 CELL_KINDS: tuple[str, ...] = ("lstm", "gru", "relu_rnn", "sigmoid_rnn", "tanh_rnn", "swish_rnn", "lif", "alif",
-                               "lru", "reslru", "ffn")
+                               "lru", "reslru", "ffn", "ligru", "ligru_stable", "spiking_lstm", "decolle")
+# kinds whose recurrence is a weight matrix ``weight_hh`` (the low-rank + sparse option applies to them)
+MATRIX_RECURRENT_KINDS: tuple[str, ...] = tuple(k for k in CELL_KINDS if k not in ("lru", "reslru", "ffn"))
 
 
 @dataclass
@@ -285,6 +298,13 @@ class ModelConfig:
     # ffn
     activation: str = "relu"
     init: str = "glorot"
+    # low-rank + sparse recurrence (Tumma et al. 2023, arXiv:2310.03915): W_hh = (U V^T) ⊙ M per gate block, rank r,
+    # mask density p, initial spectral radius (None: the dense init's); any kind in MATRIX_RECURRENT_KINDS
+    recurrent_rank: int | None = None
+    recurrent_density: float = 1.0
+    recurrent_radius: float | None = None
+    # LRU / ResLRU eigenvalue-modulus map (StableSSM, Wang & Li 2023, arXiv:2311.14495): exp = exp(-exp(ν))
+    reparam: Literal["exp", "softplus", "best"] = "exp"
 
     def __post_init__(self) -> None:
         validate_model_config(self)
@@ -319,32 +339,65 @@ def validate_model_config(cfg: ModelConfig) -> None:
     if not set(cfg.conditions) <= set(allowed):
         raise ValueError(f"unknown condition(s) {sorted(set(cfg.conditions) - set(allowed))}; choose from "
                          f"{', '.join(allowed)}")
-    if cfg.conditions and cfg.cell not in ("lif", "alif"):
-        raise ValueError(f"conditions apply to spiking cells (lif, alif), not to cell {cfg.cell!r}")
+    if cfg.conditions and cfg.cell not in ("lif", "alif", "decolle"):
+        raise ValueError(f"conditions apply to spiking cells (lif, alif, decolle), not to cell {cfg.cell!r}")
+    low_rank = cfg.recurrent_rank is not None or cfg.recurrent_density != 1.0 or cfg.recurrent_radius is not None
+    if low_rank and cfg.cell not in MATRIX_RECURRENT_KINDS:
+        raise ValueError(f"recurrent_rank / recurrent_density / recurrent_radius apply to cells with a recurrent "
+                         f"weight matrix ({', '.join(MATRIX_RECURRENT_KINDS)}), not to {cfg.cell!r}")
+    if low_rank and cfg.conditions and {"I", "II"} & set(cfg.conditions):
+        raise ValueError("conditions I/II draw dense recurrent weights; drop them or the low-rank + sparse options")
+    if cfg.recurrent_rank is not None and (not isinstance(cfg.recurrent_rank, int) or cfg.recurrent_rank < 1
+                                           or cfg.recurrent_rank > cfg.width):
+        raise ValueError(f"recurrent_rank must be an integer in 1..width ({cfg.width}), got {cfg.recurrent_rank!r}")
+    if not 0.0 < cfg.recurrent_density <= 1.0:
+        raise ValueError(f"recurrent_density must be in (0, 1], got {cfg.recurrent_density}")
+    if cfg.recurrent_radius is not None and not cfg.recurrent_radius >= 0.0:
+        raise ValueError(f"recurrent_radius must be >= 0 (None: the dense init's radius), got {cfg.recurrent_radius}")
+    from .cells.lru import REPARAMS
+
+    if cfg.reparam not in REPARAMS:
+        raise ValueError(f"unknown reparam {cfg.reparam!r}; choose one of {', '.join(REPARAMS)}")
     if cfg.init not in ("glorot", "he", "orthogonal"):
         raise ValueError(f"unknown init {cfg.init!r}; choose glorot, he or orthogonal")
 
 
 def make_cell(cfg: ModelConfig, input_size: int, hidden_size: int, seq_len: int = 100) -> nn.Module:
-    """One layer of kind ``cfg.cell``."""
+    """One layer of kind ``cfg.cell`` (with the low-rank + sparse recurrent weight when the config asks for it)."""
+    cell = _make_base_cell(cfg, input_size, hidden_size, seq_len)
+    if cfg.recurrent_rank is not None or cfg.recurrent_density != 1.0 or cfg.recurrent_radius is not None:
+        from .cells.lowrank import low_rank_sparse_
+
+        low_rank_sparse_(cell, cfg.recurrent_rank, cfg.recurrent_density, cfg.recurrent_radius)
+    return cell
+
+
+def _make_base_cell(cfg: ModelConfig, input_size: int, hidden_size: int, seq_len: int) -> nn.Module:
     kind = cfg.cell
+    if kind in ("ligru", "ligru_stable"):
+        return LiGRUCell(input_size, hidden_size, stable=kind == "ligru_stable")
     if kind == "lstm":
         return LSTMCell(input_size, hidden_size)
     if kind == "gru":
         return GRUCell(input_size, hidden_size)
     if kind.endswith("_rnn"):
         return ElmanCell(input_size, hidden_size, activation=kind[: -len("_rnn")])  # type: ignore[arg-type]
-    if kind in ("lif", "alif"):
+    if kind in ("lif", "alif", "decolle", "spiking_lstm"):
         from .surrogate import get
 
         spike = get(cfg.surrogate, cfg.dampening, cfg.sharpness, cfg.tail)
+        if kind == "spiking_lstm":
+            # cfg.threshold is the LIF/ALIF membrane threshold; the spiking LSTM's ϑ on its cell state keeps its own
+            return SpikingLSTMCell(input_size, hidden_size, spike=spike)
         common = {"tau": cfg.tau, "threshold": cfg.threshold, "reset": cfg.reset, "detach_reset": cfg.detach_reset,
                       "spike": spike, "learn_tau": cfg.learn_tau, "learn_threshold": cfg.learn_threshold}
         if kind == "lif":
             return LIFCell(input_size, hidden_size, **common)
+        if kind == "decolle":
+            return DecolleCell(input_size, hidden_size, **common)
         tau_a = cfg.tau_adapt if cfg.tau_adapt is not None else default_tau_adapt(seq_len)
         return ALIFCell(input_size, hidden_size, beta=cfg.beta, tau_adapt=tau_a, **common)
-    lru = {"r_min": cfg.r_min, "r_max": cfg.r_max, "max_phase": cfg.max_phase}
+    lru = {"r_min": cfg.r_min, "r_max": cfg.r_max, "max_phase": cfg.max_phase, "reparam": cfg.reparam}
     if kind == "lru":
         return LRUCell(input_size, hidden_size, cfg.state_size, **lru)
     if kind == "reslru":

@@ -52,6 +52,9 @@ class TrainConfig:
     flossing_k: int = 1
     flossing_target: float = 0.0
     init_from: str | None = None  # a checkpoint / weights file to start from (e.g. written by `stablernn pretrain`)
+    # DECOLLE (Kaiser et al. 2020, arXiv:1811.10766): weight of the per-layer local losses through fixed random
+    # readouts on every layer below the top (0 = off); with cell=decolle no error crosses layers
+    local_loss: float = 0.0
 
 
 @dataclass

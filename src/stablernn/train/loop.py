@@ -26,7 +26,7 @@ from ..io import atomic_torch_save, atomic_write_json, atomic_write_text, load_c
 from ..models import DeepRNN, build_model
 from ..optim import lr_factor, make_optimizer, set_lr
 from .config import RunConfig
-from .losses import MetricSum, score_key, task_loss
+from .losses import LocalLoss, MetricSum, score_key, task_loss
 
 
 class NonFiniteError(RuntimeError):
@@ -210,6 +210,7 @@ def fit(run: RunConfig, *, data: TaskData | None = None, model: nn.Module | None
         _save(ckpt_path, model, opt, 0, 0, None, 0, history, 0.0)
 
     spiking = spiking_layers(model)
+    local = LocalLoss(tc.local_loss, info.output_size, tc.seed) if tc.local_loss else None  # DECOLLE
     t_start = time.time() - elapsed
     stop_reason = "epochs"
     for epoch in range(start_epoch, tc.epochs):
@@ -231,6 +232,8 @@ def fit(run: RunConfig, *, data: TaskData | None = None, model: nn.Module | None
             logits, new_states, outs = forward(model, x, states if info.stateful else None)
             states = detach_states(new_states) if info.stateful else None
             loss = task_loss(logits, y, info, tc.loss)
+            if local is not None:
+                loss = loss + local(outs, y, info, tc.loss)
             if tc.final_rate is not None and any(spiking):
                 from ..snn.rates import ramp, sparsity_loss
 
