@@ -7,7 +7,8 @@
 The modulus map ρ is the cell's ``reparam`` (StableSSM, Wang & Li 2023, arXiv:2311.14495, §3.3): ``exp``
 ρ = exp(-exp(ν)) (the LRU's own, a ZOH-discretised Λ = -e^ν), ``softplus`` ρ = exp(-softplus(ν)), and ``best``
 ρ = 1 - 1/(ν² + 1/2), the discrete-time reparameterisation the paper derives as the one whose gradient scale does
-not depend on the memory (ρ may turn negative there, a phase of π; |λ| stays below 1).
+not depend on the memory (ρ ∈ [-1, 1): it turns negative for ν² < 1/2, a phase of π, and touches -1 only at
+ν = 0; the ring init starts every ν at ν² > 1/2).
 
 Complex numbers are kept as real pairs so ``torch.func`` sees real tensors; the stability state is
 ``[Re x, Im x]`` (``[B, 2N]``) and the time transition's radius is ``max |λ|`` for any input.
