@@ -29,7 +29,8 @@ REPARAMS: tuple[str, ...] = ("exp", "softplus", "best")
 
 
 def lru_modulus(nu: Tensor, reparam: Reparam = "exp") -> Tensor:
-    """ρ(ν), the (signed) eigenvalue modulus of the reparameterisation ``reparam``; ``|ρ| < 1`` for real ν."""
+    """ρ(ν), the (signed) eigenvalue modulus of the reparameterisation ``reparam``: |ρ| < 1 for real ν (``best``:
+    ρ ∈ [-1, 1), -1 only at ν = 0)."""
     if reparam == "exp":
         return torch.exp(-torch.exp(nu))
     if reparam == "softplus":
