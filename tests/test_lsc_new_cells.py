@@ -64,6 +64,7 @@ def test_lsc_smoke_new_kinds(variant, digits):
     assert sum(losses[-6:]) < sum(losses[:6]), losses
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["ligru", "decolle"])
 def test_lsc_reaches_target_small_new_kinds(variant, digits):
     rep = lsc_pretrain(_model(variant, 2, 16), _batches(digits), lr=2e-2, max_steps=300, progress=False)
