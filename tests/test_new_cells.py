@@ -428,3 +428,21 @@ def test_cli_trains_new_cells_and_options(tmp_path, capsys):
     assert e.value.code == 2
     assert "--reparam must be one of exp, softplus, best" in capsys.readouterr().err
 
+
+
+def test_stability_conditions_carry_over_to_decolle_layers():
+    """Paper B's conditions read a layer's LIF parameters, so a DECOLLE layer gets exactly the design of the LIF layer
+    with the same weights (the local learning changes training, not the layer)."""
+    from stablernn.snn.conditions import TaskStats
+    from stablernn.snn.design import DesignConfig, design_model
+
+    designs = []
+    for kind in ("lif", "decolle"):
+        torch.manual_seed(0)
+        model = build_model(ModelConfig(cell=kind, layers=2, width=16, threshold=0.5), input_size=8, output_size=3)
+        designs.append(design_model(model, TaskStats(0.3, 0.1), DesignConfig(conditions=("I", "II", "III", "IV")),
+                                    seed=0))
+    for a, b in zip(*designs, strict=True):
+        torch.testing.assert_close(a.dampening, b.dampening)
+        torch.testing.assert_close(a.sharpness, b.sharpness)
+        torch.testing.assert_close(a.weight_hh, b.weight_hh)
