@@ -446,3 +446,9 @@ def test_stability_conditions_carry_over_to_decolle_layers():
         torch.testing.assert_close(a.dampening, b.dampening)
         torch.testing.assert_close(a.sharpness, b.sharpness)
         torch.testing.assert_close(a.weight_hh, b.weight_hh)
+
+
+def test_low_rank_weight_cannot_be_assigned_a_dense_matrix():
+    cell = low_rank_sparse_(GRUCell(3, 4), 2)
+    with pytest.raises(RuntimeError, match="cannot be assigned a dense matrix"):
+        cell.weight_hh = torch.zeros(12, 4)

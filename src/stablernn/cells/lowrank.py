@@ -20,20 +20,28 @@ from torch.nn.utils import parametrize
 
 
 class LowRankSparse(nn.Module):
-    """The parametrisation ``(U, V) -> [(U_g V_g^T) ⊙ M_g]_g`` stacked to ``[G * H, H]``."""
+    """The parametrisation ``(U, V) -> [(U_g V_g^T) ⊙ M_g]_g`` stacked to ``[G * H, H]``.
 
-    def __init__(self, mask: Tensor):
+    ``factors``: the initial ``(U, V)``, handed to ``register_parametrization`` once through :meth:`right_inverse`
+    (a dense ``W`` has no unique inverse, so assigning one later raises).
+    """
+
+    def __init__(self, mask: Tensor, factors: tuple[Tensor, Tensor] | None = None):
         super().__init__()
         self.register_buffer("mask", mask)  # [G, H, H], 0/1
+        self._factors = factors
 
     def forward(self, u: Tensor, v: Tensor) -> Tensor:
         """``u, v [G, H, r]`` -> ``W [G * H, H]``."""
         w = torch.einsum("gir,gjr->gij", u, v) * self.mask
         return w.reshape(-1, w.shape[-1])
 
-    def right_inverse(self, w: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover - set by low_rank_sparse_
-        raise RuntimeError("assign the factors (parametrizations.weight_hh.original0/1), not a dense weight_hh, "
-                           "to a low-rank + sparse cell")
+    def right_inverse(self, w: Tensor) -> tuple[Tensor, Tensor]:
+        if self._factors is None:
+            raise RuntimeError("a low-rank + sparse weight_hh cannot be assigned a dense matrix; set the factors "
+                               "parametrizations.weight_hh.original0 / original1 (U, V) instead")
+        factors, self._factors = self._factors, None
+        return factors
 
 
 def spectral_radius(w: Tensor) -> Tensor:
@@ -80,12 +88,9 @@ def low_rank_sparse_(cell: nn.Module, rank: int | None = None, density: float = 
         scale = float(want / have) if float(have) > 1e-8 else 1.0
         u[g] *= math.sqrt(scale)
         v[g] *= math.sqrt(scale)
-    param = LowRankSparse(mask.to(w.device))
+    param = LowRankSparse(mask.to(w.device), (u.to(w.device), v.to(w.device)))
     with torch.no_grad():
-        # register with a placeholder, then set the factors directly (there is no unique inverse of a dense W)
-        param.right_inverse = lambda _w: (u.to(w.device), v.to(w.device))  # type: ignore[method-assign]
         parametrize.register_parametrization(cell, "weight_hh", param, unsafe=True)
-        del param.right_inverse
     cell.recurrent_rank, cell.recurrent_density = r, float(density)
     return cell
 
