@@ -5,7 +5,21 @@ spiking neurons, on one explicit-state cell interface. See README.md and docs/.
 """
 from . import fields, surrogate
 from .adapters import StepSpec, adapt, can_adapt
-from .cells import ALIFCell, Cell, ElmanCell, GRUCell, LIFCell, LRUCell, LSTMCell, ResLRUCell, check_cell
+from .cells import (
+    ALIFCell,
+    Cell,
+    DecolleCell,
+    ElmanCell,
+    GRUCell,
+    LIFCell,
+    LiGRUCell,
+    LRUCell,
+    LSTMCell,
+    ResLRUCell,
+    SpikingLSTMCell,
+    check_cell,
+    low_rank_sparse_,
+)
 from .data import DataConfig, load_task
 from .diagnostics import firing_rates, gradient_grid
 from .dynamics.capacity import information_processing_capacity
@@ -23,6 +37,7 @@ from .snn.design import DesignConfig, apply_design_, design_model, stability_des
 from .snn.fluctuation_init import fluctuation_init_
 from .sweep import SweepSpec, load_spec, load_sweep, run_sweep, write_report
 from .train import DivergenceWarning, LoadedRun, RunConfig, TrainConfig, fit, load_run
+from .train.losses import local_losses
 
 __version__ = "0.1.0"
 
@@ -31,6 +46,7 @@ __all__ = [
     "ALIFCell",
     "Cell",
     "DataConfig",
+    "DecolleCell",
     "DeepRNN",
     "DesignConfig",
     "DivergenceWarning",
@@ -42,6 +58,7 @@ __all__ = [
     "LSCConfig",
     "LSCReport",
     "LSTMCell",
+    "LiGRUCell",
     "LoadedRun",
     "MissingDependencyError",
     "ModelConfig",
@@ -50,6 +67,7 @@ __all__ = [
     "RunBusyError",
     "RunConfig",
     "RunLock",
+    "SpikingLSTMCell",
     "StepSpec",
     "SweepSpec",
     "TaskStats",
@@ -74,6 +92,8 @@ __all__ = [
     "load_spec",
     "load_sweep",
     "load_task",
+    "local_losses",
+    "low_rank_sparse_",
     "lsc_pretrain",
     "lyapunov_spectrum",
     "memory_capacity",

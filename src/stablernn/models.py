@@ -16,9 +16,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .cells import ALIFCell, ElmanCell, GRUCell, LIFCell, LRUCell, LSTMCell, ResLRUCell
+from .cells import (
+    ALIFCell,
+    DecolleCell,
+    ElmanCell,
+    GRUCell,
+    LIFCell,
+    LiGRUCell,
+    LRUCell,
+    LSTMCell,
+    ResLRUCell,
+    SpikingLSTMCell,
+)
 from .cells import output_size as output_size_of
 from .cells.base import CellProtocol, SequenceFast, State, check_cell, run_steps
+from .cells.lru import Reparam
 from .cells.resets import Reset
 from .cells.rnn import Activation, activation_fn
 from .cells.spiking import default_tau_adapt
@@ -294,8 +306,10 @@ def _init_linear(lin: nn.Linear, init: str) -> None:
 SpikingCellKind = Literal["lif", "alif"]
 SPIKING_CELLS: tuple[str, ...] = typing.get_args(SpikingCellKind)
 CellKind = Literal["lstm", "gru", "relu_rnn", "sigmoid_rnn", "tanh_rnn", "swish_rnn", SpikingCellKind, "lru", "reslru",
-                   "ffn"]
+                   "ffn", "ligru", "ligru_stable", "spiking_lstm", "decolle"]
 CELL_KINDS: tuple[str, ...] = typing.get_args(CellKind)
+# kinds whose recurrence is a weight matrix ``weight_hh`` (the low-rank + sparse option applies to them)
+MATRIX_RECURRENT_KINDS: tuple[str, ...] = tuple(k for k in CELL_KINDS if k not in ("lru", "reslru", "ffn"))
 # paper B (arXiv:2202.00282): Conditions I-IV, plus the fitted tail q of q-PseudoSpike (docs/surrogates.md)
 FFNActivation = Literal[Activation, "sin", "cos", "linear"]
 FFNInit = Literal["glorot", "he", "orthogonal"]
@@ -338,6 +352,15 @@ class ModelConfig:
     state_size: int | None = option(None, "[lru, reslru] complex state size (default: width)")
     activation: FFNActivation = option("relu", "[ffn] activation of the hidden layers")
     init: FFNInit = option("glorot", "[ffn] weight init: glorot or he (normal), or orthogonal")
+    # low-rank + sparse recurrence (Tumma et al. 2023, arXiv:2310.03915): W_hh = (U V^T) * M per gate block
+    recurrent_rank: int | None = option(None, "[matrix recurrences] rank r of the recurrent weight (None: dense)")
+    recurrent_density: float = option(1.0, "[matrix recurrences] density p of the recurrent weight's sparse mask, "
+                                      "in (0, 1]")
+    recurrent_radius: float | None = option(None, "[matrix recurrences] initial spectral radius of a low-rank/sparse "
+                                            "recurrent weight (None: the dense init's)")
+    # StableSSM (Wang & Li 2023, arXiv:2311.14495): how the LRU's eigenvalue moduli are parameterised
+    reparam: Reparam = option("exp", "[lru, reslru] eigenvalue modulus map: exp = exp(-exp(nu)), softplus, or "
+                              "the paper's best")
 
     def __post_init__(self) -> None:
         validate_model_config(self)
@@ -361,30 +384,57 @@ def validate_model_config(cfg: ModelConfig) -> None:
     require(cfg.tail is None or cfg.tail > 1, f"tail q must be > 1, got {cfg.tail}")
     require(0.0 <= cfg.r_min <= cfg.r_max <= 1.0,
             f"need 0 <= r_min <= r_max <= 1, got r_min={cfg.r_min}, r_max={cfg.r_max}")
-    if cfg.conditions and cfg.cell not in SPIKING_CELLS:
-        raise ValueError(f"conditions apply to spiking cells (lif, alif), not to cell {cfg.cell!r}")
+    if cfg.conditions and cfg.cell not in (*SPIKING_CELLS, "decolle"):
+        raise ValueError(f"conditions apply to spiking cells (lif, alif, decolle), not to cell {cfg.cell!r}")
+    low_rank = cfg.recurrent_rank is not None or cfg.recurrent_density != 1.0 or cfg.recurrent_radius is not None
+    if low_rank and cfg.cell not in MATRIX_RECURRENT_KINDS:
+        raise ValueError(f"recurrent_rank / recurrent_density / recurrent_radius apply to cells with a recurrent "
+                         f"weight matrix ({', '.join(MATRIX_RECURRENT_KINDS)}), not to {cfg.cell!r}")
+    if low_rank and {"I", "II"} & set(cfg.conditions):
+        raise ValueError("conditions I/II draw dense recurrent weights; drop them or the low-rank + sparse options")
+    require(cfg.recurrent_rank is None or 1 <= cfg.recurrent_rank <= cfg.width,
+            f"recurrent_rank must be an integer in 1..width ({cfg.width}), got {cfg.recurrent_rank!r}")
+    require(0.0 < cfg.recurrent_density <= 1.0, f"recurrent_density must be in (0, 1], got {cfg.recurrent_density}")
+    require(cfg.recurrent_radius is None or cfg.recurrent_radius >= 0.0,
+            f"recurrent_radius must be >= 0 (None: the dense init's radius), got {cfg.recurrent_radius}")
 
 
 def make_cell(cfg: ModelConfig, input_size: int, hidden_size: int, seq_len: int = 100) -> nn.Module:
-    """One layer of kind ``cfg.cell``."""
+    """One layer of kind ``cfg.cell`` (with the low-rank + sparse recurrent weight when the config asks for it)."""
+    cell = _make_base_cell(cfg, input_size, hidden_size, seq_len)
+    if cfg.recurrent_rank is not None or cfg.recurrent_density != 1.0 or cfg.recurrent_radius is not None:
+        from .cells.lowrank import low_rank_sparse_
+
+        low_rank_sparse_(cell, cfg.recurrent_rank, cfg.recurrent_density, cfg.recurrent_radius)
+    return cell
+
+
+def _make_base_cell(cfg: ModelConfig, input_size: int, hidden_size: int, seq_len: int) -> nn.Module:
     kind = cfg.cell
+    if kind in ("ligru", "ligru_stable"):
+        return LiGRUCell(input_size, hidden_size, stable=kind == "ligru_stable")
     if kind == "lstm":
         return LSTMCell(input_size, hidden_size)
     if kind == "gru":
         return GRUCell(input_size, hidden_size)
     if kind.endswith("_rnn"):
         return ElmanCell(input_size, hidden_size, activation=kind[: -len("_rnn")])  # type: ignore[arg-type]
-    if kind in ("lif", "alif"):
+    if kind in ("lif", "alif", "decolle", "spiking_lstm"):
         from .surrogate import get
 
         spike = get(cfg.surrogate, cfg.dampening, cfg.sharpness, cfg.tail)
+        if kind == "spiking_lstm":
+            # cfg.threshold is the LIF/ALIF membrane threshold; the spiking LSTM's ϑ on its cell state keeps its own
+            return SpikingLSTMCell(input_size, hidden_size, spike=spike)
         common = {"tau": cfg.tau, "threshold": cfg.threshold, "reset": cfg.reset, "detach_reset": cfg.detach_reset,
                       "spike": spike, "learn_tau": cfg.learn_tau, "learn_threshold": cfg.learn_threshold}
         if kind == "lif":
             return LIFCell(input_size, hidden_size, **common)
+        if kind == "decolle":
+            return DecolleCell(input_size, hidden_size, **common)
         tau_a = cfg.tau_adapt if cfg.tau_adapt is not None else default_tau_adapt(seq_len)
         return ALIFCell(input_size, hidden_size, beta=cfg.beta, tau_adapt=tau_a, **common)
-    lru = {"r_min": cfg.r_min, "r_max": cfg.r_max, "max_phase": cfg.max_phase}
+    lru = {"r_min": cfg.r_min, "r_max": cfg.r_max, "max_phase": cfg.max_phase, "reparam": cfg.reparam}
     if kind == "lru":
         return LRUCell(input_size, hidden_size, cfg.state_size, **lru)
     if kind == "reslru":

@@ -76,21 +76,27 @@ class SequenceFast(Protocol):
 
 @runtime_checkable
 class SpikingCell(Protocol):
-    """A spiking layer (LIF/ALIF and cells built like them): a spike function of ``v - threshold``, a per-neuron
-    ``bias`` (what the initial-rate fit moves), and ``decay`` (the membrane leak the conditions read)."""
+    """A spiking layer (LIF/ALIF, the spiking LSTM, and cells built like them): its output is a spike function of
+    a membrane-like variable minus ``threshold``."""
 
     spike: Any
     threshold: Tensor
-    bias: Tensor
-    decay: Tensor
 
 
 @runtime_checkable
-class LIFLike(SpikingCell, Protocol):
+class HasBias(Protocol):
+    """A per-neuron ``bias`` (what the initial firing-rate fit moves)."""
+
+    bias: Tensor
+
+
+@runtime_checkable
+class LIFLike(SpikingCell, HasBias, Protocol):
     """A spiking layer the stability conditions can read and design (paper B, arXiv:2202.00282): input and
     recurrent weights ``[n, in]``, ``[n, n]`` (post, pre), the recurrent mask, the reset kind, whether it is
     recurrent and whether it adapts (ALIF: ``beta``, ``decay_a``)."""
 
+    decay: Tensor
     weight_ih: Tensor
     weight_hh: Tensor
     rec_mask: Tensor

@@ -1,8 +1,14 @@
 """Linear recurrent unit (LRU, a diagonal complex state-space layer) and its residual block (arXiv:2303.06349; paper A).
 
-    λ = exp(-exp(ν) + iθ)                 (|λ| < 1 for every real ν)
+    λ = ρ(ν) e^{iθ}                       (|ρ(ν)| < 1 for every real ν)
     x[t] = λ ⊙ x[t-1] + γ ⊙ (B u[t])       x ∈ C^N, B ∈ C^{N×in}, γ = exp(γ_log) (normalisation)
     y[t] = Re(C x[t]) + D u[t]             C ∈ C^{out×N}
+
+The modulus map ρ is the cell's ``reparam`` (StableSSM, Wang & Li 2023, arXiv:2311.14495, §3.3): ``exp``
+ρ = exp(-exp(ν)) (the LRU's own, a ZOH-discretised Λ = -e^ν), ``softplus`` ρ = exp(-softplus(ν)), and ``best``
+ρ = 1 - 1/(ν² + 1/2), the discrete-time reparameterisation the paper derives as the one whose gradient scale does
+not depend on the memory (ρ ∈ [-1, 1): it turns negative for ν² < 1/2, a phase of π, and touches -1 only at
+ν = 0; the ring init starts every ν at ν² > 1/2).
 
 Complex numbers are kept as real pairs so ``torch.func`` sees real tensors; the stability state is
 ``[Re x, Im x]`` (``[B, 2N]``) and the time transition's radius is ``max |λ|`` for any input.
@@ -17,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import MIN_TIME_CONSTANT, Cell, check_input, split_state
+from .reparam import REPARAMS, Reparam, lru_modulus, lru_nu
 
 
 class LRUState(NamedTuple):
@@ -25,10 +32,12 @@ class LRUState(NamedTuple):
 
 
 def lru_step(u: Tensor, re: Tensor, im: Tensor, *, nu_log: Tensor, theta: Tensor, gamma_log: Tensor,
-             b_re: Tensor, b_im: Tensor, c_re: Tensor, c_im: Tensor, d: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+             b_re: Tensor, b_im: Tensor, c_re: Tensor, c_im: Tensor, d: Tensor, reparam: Reparam = "exp"
+             ) -> tuple[Tensor, Tensor, Tensor]:
     """One LRU step on real pairs. ``u [B, in]``, ``re/im [B, N]`` -> ``(y [B, out], re', im')``.
-    ``d`` is a vector (elementwise skip, in == out) or an ``[out, in]`` matrix."""
-    mod = torch.exp(-torch.exp(nu_log))
+    ``d`` is a vector (elementwise skip, in == out) or an ``[out, in]`` matrix; ``reparam`` maps ``nu_log`` to the
+    eigenvalue modulus (:func:`lru_modulus`)."""
+    mod = lru_modulus(nu_log, reparam)
     lam_re, lam_im = mod * torch.cos(theta), mod * torch.sin(theta)
     gamma = torch.exp(gamma_log)
     bu_re, bu_im = F.linear(u, b_re), F.linear(u, b_im)
@@ -45,21 +54,28 @@ class LRUCell(Cell):
     Args:
         input_size: width of u; hidden_size: width of the output y; state_size: N complex states
             (default ``hidden_size``).
+        reparam: the eigenvalue-modulus map ρ(ν) (``exp``, ``softplus``, ``best``; see the module docstring). The
+            ring init is the same |λ| for every choice.
     """
 
     def __init__(self, input_size: int, hidden_size: int, state_size: int | None = None, *, r_min: float = 0.4,
-                 r_max: float = 0.99, max_phase: float = math.pi / 10, fast: bool = True):
+                 r_max: float = 0.99, max_phase: float = math.pi / 10, reparam: Reparam = "exp", fast: bool = True):
         super().__init__(input_size, hidden_size)
+        if reparam not in REPARAMS:
+            raise ValueError(f"unknown LRU reparam {reparam!r}; choose one of {', '.join(REPARAMS)}")
+        self.reparam = reparam
         self.fast = bool(fast)  # forward_sequence by scan.py's whole-sequence paths instead of the step loop
         if not 0.0 <= r_min < r_max < 1.0:
             raise ValueError(f"LRU ring needs 0 <= r_min < r_max < 1, got r_min={r_min}, r_max={r_max}")
         N = int(state_size or hidden_size)
         self.state_size = N
         u1, u2 = torch.rand(N), torch.rand(N)
-        nu = torch.log(-0.5 * torch.log(u1 * (r_max**2 - r_min**2) + r_min**2))
+        mod2 = u1 * (r_max**2 - r_min**2) + r_min**2  # |λ|², uniform: |λ| has density ∝ r on the ring
+        # ``exp`` keeps the original formula bit for bit (and the same random draws for every reparam)
+        nu = torch.log(-0.5 * torch.log(mod2)) if reparam == "exp" else lru_nu(torch.sqrt(mod2), reparam)
         self.nu_log = nn.Parameter(nu)
         self.theta = nn.Parameter(max_phase * u2)
-        mod = torch.exp(-torch.exp(nu))
+        mod = lru_modulus(nu, reparam)
         self.gamma_log = nn.Parameter(torch.log(torch.sqrt(1.0 - mod**2)))
         self.b_re = nn.Parameter(torch.randn(N, input_size) / math.sqrt(2 * input_size))
         self.b_im = nn.Parameter(torch.randn(N, input_size) / math.sqrt(2 * input_size))
@@ -72,8 +88,9 @@ class LRUCell(Cell):
 
     def eigenvalues(self) -> Tensor:
         """λ as a complex vector ``[N]``."""
-        mod = torch.exp(-torch.exp(self.nu_log))
-        return torch.polar(mod, self.theta)
+        mod = lru_modulus(self.nu_log, self.reparam)
+        # polar needs a non-negative modulus: a negative ρ (``best``) is |ρ| at phase θ + π
+        return torch.polar(mod.abs(), self.theta + math.pi * (mod < 0).to(mod.dtype))
 
     @torch.no_grad()
     def scale_time_constants(self, m: float, target: float | None = None) -> None:
@@ -82,7 +99,16 @@ class LRUCell(Cell):
         moves one eigenvalue per step. ``target`` is not needed: the radius is max |λ| itself."""
         if not m > 0:
             raise ValueError(f"time-constant scale must be > 0, got {m}")
-        self.nu_log.sub_(math.log(m)).clamp_(max=-math.log(MIN_TIME_CONSTANT))
+        if self.reparam == "exp":
+            self.nu_log.sub_(math.log(m)).clamp_(max=-math.log(MIN_TIME_CONSTANT))
+            return
+        rho = lru_modulus(self.nu_log, self.reparam)
+        # the same |λ| → |λ|^(1/m) as for ``exp``, through the inverse map; 1 - 1e-7 keeps the inverse finite
+        new = (rho.abs().clamp(min=1e-30) ** (1.0 / m)).clamp(min=math.exp(-1.0 / MIN_TIME_CONSTANT), max=1 - 1e-7)
+        nu = lru_nu(new, self.reparam, sign=rho)
+        if self.reparam == "best":  # ρ is even in ν: keep each ν on its own side of 0
+            nu = torch.where(self.nu_log < 0, -nu, nu)
+        self.nu_log.copy_(nu)
 
     def initial_state(self, batch_size: int, *, device: Any = None, dtype: Any = None) -> LRUState:
         z = self._zeros(batch_size, self.state_size, device, dtype)
@@ -91,7 +117,8 @@ class LRUCell(Cell):
     def forward(self, x: Tensor, state: LRUState) -> tuple[Tensor, LRUState]:
         check_input(self, x)
         y, re, im = lru_step(x, state.re, state.im, nu_log=self.nu_log, theta=self.theta, gamma_log=self.gamma_log,
-                             b_re=self.b_re, b_im=self.b_im, c_re=self.c_re, c_im=self.c_im, d=self.d)
+                             b_re=self.b_re, b_im=self.b_im, c_re=self.c_re, c_im=self.c_im, d=self.d,
+                             reparam=self.reparam)
         return y, LRUState(re, im)
 
     def forward_sequence(self, x: Tensor, state: LRUState) -> tuple[Tensor, LRUState]:

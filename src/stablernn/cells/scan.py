@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .reparam import lru_modulus
+
 
 def diagonal_scan(lam_re: Tensor, lam_im: Tensor, b_re: Tensor, b_im: Tensor, x0_re: Tensor | None = None,
                   x0_im: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -128,18 +130,19 @@ ScanMethod = Literal["auto", "scan", "sequential"]
 
 def lru_sequence(u: Tensor, re: Tensor, im: Tensor, *, nu_log: Tensor, theta: Tensor, gamma_log: Tensor,
                  b_re: Tensor, b_im: Tensor, c_re: Tensor, c_im: Tensor, d: Tensor,
-                 method: ScanMethod = "auto") -> tuple[Tensor, Tensor, Tensor]:
+                 method: ScanMethod = "auto", reparam: str = "exp") -> tuple[Tensor, Tensor, Tensor]:
     """The LRU over a whole sequence (same parameters as :func:`stablernn.cells.lru.lru_step`).
 
     ``u [batch, time, in]``, ``re/im [batch, N]`` (state before step 0) -> ``(y [batch, time, out], re_T, im_T)``.
     ``method``: ``scan`` (parallel, :func:`diagonal_scan`), ``sequential`` (:func:`diagonal_recurrence`), or
-    ``auto``: the scan on CUDA, the sequential kernel elsewhere.
+    ``auto``: the scan on CUDA, the sequential kernel elsewhere. ``reparam``: the modulus map of ``nu_log``
+    (:func:`stablernn.cells.reparam.lru_modulus`).
     """
     if method not in ("auto", "scan", "sequential"):
         raise ValueError(f"unknown method {method!r}; choose auto, scan or sequential")
     if method == "auto":
         method = "scan" if u.is_cuda else "sequential"
-    mod = torch.exp(-torch.exp(nu_log))
+    mod = lru_modulus(nu_log, reparam)
     lam_re, lam_im = mod * torch.cos(theta), mod * torch.sin(theta)
     gamma = torch.exp(gamma_log)
     recur = diagonal_scan if method == "scan" else diagonal_recurrence
@@ -156,7 +159,7 @@ def lru_cell_sequence(cell: Any, x: Tensor, state: Any, method: ScanMethod = "au
                          f"{list(x.shape)}")
     y, re, im = lru_sequence(x, state.re, state.im, nu_log=cell.nu_log, theta=cell.theta, gamma_log=cell.gamma_log,
                              b_re=cell.b_re, b_im=cell.b_im, c_re=cell.c_re, c_im=cell.c_im, d=cell.d,
-                             method=method)
+                             method=method, reparam=getattr(cell, "reparam", "exp"))
     return y, type(state)(re, im)
 
 

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from ..cells.base import HasCells, is_spiking
+from ..cells.base import HasBias, HasCells, is_spiking
 
 RampKind = Literal["linear", "cosine"]
 
@@ -28,7 +28,7 @@ def spiking_mask(model: nn.Module) -> list[bool]:
     """For each layer of a ``DeepRNN`` (``model.cells``), whether it is a spiking layer with a trainable bias."""
     if not isinstance(model, HasCells):
         raise ValueError("firing-rate control needs a model with .cells (a DeepRNN)")
-    return [is_spiking(c) and isinstance(c.bias, nn.Parameter) for c in model.cells]
+    return [is_spiking(c) and isinstance(c, HasBias) and isinstance(c.bias, nn.Parameter) for c in model.cells]
 
 
 def layer_rates(layer_outputs: Sequence[Tensor], mask: Sequence[bool]) -> list[Tensor]:

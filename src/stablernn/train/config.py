@@ -60,6 +60,9 @@ class TrainConfig:
     flossing_target: float = option(0.0, "gradient flossing: target of those exponents")
     init_from: str | None = option(None, "checkpoint or weights file to start from (e.g. from `stablernn "
                                    "pretrain`)")
+    # DECOLLE (Kaiser et al. 2020, arXiv:1811.10766): per-layer local losses through fixed random readouts
+    local_loss: float = option(0.0, "weight of DECOLLE-style per-layer local losses through fixed random readouts "
+                               "(0: off); with --cell decolle no error crosses layers")
 
     def __post_init__(self) -> None:
         validate_train_config(self)
@@ -123,6 +126,8 @@ def validate_train_config(tc: TrainConfig) -> None:
         raise ValueError(f"--flossing-k must be an integer >= 1, got {tc.flossing_k!r}")
     if not _is_num(tc.flossing_target):
         raise ValueError(f"--flossing-target must be a finite number, got {tc.flossing_target!r}")
+    if not _is_num(tc.local_loss) or tc.local_loss < 0:
+        raise ValueError(f"--local-loss must be a finite number >= 0, got {tc.local_loss!r}")
 
 
 @dataclass

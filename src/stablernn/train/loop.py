@@ -40,7 +40,7 @@ from ..io import (
 from ..models import DeepRNN, build_model, detach_states
 from ..optim import lr_factor, make_optimizer, set_lr
 from .config import RunConfig
-from .losses import MetricSum, score_key, task_loss
+from .losses import LocalLoss, MetricSum, score_key, task_loss
 
 
 class DivergenceWarning(RuntimeWarning):
@@ -233,6 +233,7 @@ class _Job:
     steps_per_epoch: int
     total_steps: int
     spiking: list[bool]
+    local: LocalLoss | None = None  # DECOLLE-style per-layer local losses (TrainConfig.local_loss)
 
 
 def fit(run: RunConfig, *, data: TaskData | None = None, model: nn.Module | None = None,
@@ -286,8 +287,9 @@ def _start(run: RunConfig, model: nn.Module, data: TaskData, device: torch.devic
     steps_per_epoch = len(data.train) if tc.max_batches is None else min(len(data.train), tc.max_batches)
     if steps_per_epoch < 1:
         raise ValueError(f"task {data.info.name} has no training batches; check --n-train and --batch-size")
+    local = LocalLoss(tc.local_loss, data.info.output_size, tc.seed) if tc.local_loss else None  # DECOLLE
     job = _Job(run, model, data, device, opt, steps_per_epoch, max(1, steps_per_epoch * tc.epochs),
-               spiking_layers(model))
+               spiking_layers(model), local)
     ckpt_path = run_dir / "checkpoint.pt"
     if ckpt_path.exists():
         state = _resume(job, ckpt_path)
@@ -380,6 +382,8 @@ def _loss(job: _Job, x: Tensor, y: Tensor, logits: Tensor, outs: list[Tensor], e
     """The task loss plus the firing-rate and flossing terms the config switches on."""
     tc = job.run.train
     loss = task_loss(logits, y, job.data.info, tc.loss)
+    if job.local is not None:
+        loss = loss + job.local(outs, y, job.data.info, tc.loss)
     if tc.final_rate is not None and any(job.spiking):
         from ..snn.rates import ramp, sparsity_loss
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -84,3 +86,50 @@ def score_key(info: TaskInfo) -> tuple[str, bool]:
     if info.kind == "regress":
         return "val_loss", False
     return "val_acc", True
+
+
+# --- DECOLLE-style local losses -----------------------------------------------------------------------------------
+def local_readouts(widths: Sequence[int], classes: int, seed: int = 0, *, device: Any = None,
+                   dtype: torch.dtype | None = None) -> list[Tensor]:
+    """Fixed random readouts ``[classes, width_l]``, one per layer, U(±1/sqrt(width_l)) (``nn.Linear``'s default
+    range, as DECOLLE's readouts, arXiv:1811.10766 §2.3). Drawn from their own generator seeded by ``seed``, so a
+    resumed run gets the same ones without storing them."""
+    gen = torch.Generator().manual_seed(int(seed) + 7919)
+    out = []
+    for w in widths:
+        bound = 1.0 / math.sqrt(w)
+        r = (torch.rand(classes, w, generator=gen, dtype=torch.float64) * 2.0 - 1.0) * bound
+        out.append(r.to(device=device, dtype=dtype or torch.get_default_dtype()))
+    return out
+
+
+def local_losses(layer_outputs: Sequence[Tensor], readouts: Sequence[Tensor], y: Tensor, info: TaskInfo,
+                 seq_loss: str = "mean_logits") -> Tensor:
+    """Mean over layers of the task loss of each layer's output ``[B, T, n_l]`` through its fixed readout."""
+    if len(layer_outputs) != len(readouts):
+        raise ValueError(f"{len(layer_outputs)} layer outputs but {len(readouts)} local readouts")
+    if not layer_outputs:
+        return y.new_zeros((), dtype=torch.get_default_dtype())
+    terms = [task_loss(F.linear(o, r), y, info, seq_loss) for o, r in zip(layer_outputs, readouts, strict=True)]
+    return torch.stack(terms).mean()
+
+
+class LocalLoss:
+    """DECOLLE's per-layer local losses for training: ``weight * local_losses(...)`` over every layer below the top
+    (the top layer has the model's own trained readout and the task loss). Readouts are made on the first call."""
+
+    def __init__(self, weight: float, classes: int, seed: int = 0):
+        if not (weight >= 0.0 and math.isfinite(weight)):
+            raise ValueError(f"local_loss must be a weight >= 0, got {weight}")
+        self.weight, self.classes, self.seed = float(weight), int(classes), int(seed)
+        self.readouts: list[Tensor] | None = None
+
+    def __call__(self, layer_outputs: Sequence[Tensor], y: Tensor, info: TaskInfo, seq_loss: str = "mean_logits"
+                 ) -> Tensor:
+        below = list(layer_outputs[:-1])
+        if self.readouts is None:
+            ref = below[0] if below else y
+            dtype = ref.dtype if ref.is_floating_point() else None
+            self.readouts = local_readouts([o.shape[-1] for o in below], self.classes, self.seed,
+                                           device=ref.device, dtype=dtype)
+        return self.weight * local_losses(below, self.readouts, y, info, seq_loss)
