@@ -25,7 +25,11 @@ class LSCConfig:
     # the radius of a random square submatrix (the papers' code; noisy), "norm" = its top singular value
     # (default "norm": measured to converge where the subsampled radius barely moves; docs/lsc.md)
     rectangular: Literal["subsample", "norm"] = "norm"
-    engine: Literal["auto", "exact", "matrix_free"] = "auto"
+    # "warm" (default): radii from bases kept across steps, refined by a few products, exact gradient at the pair
+    # (measures.warm_radius); "exact" = eigvals of materialised Jacobians (the reference), "auto" = exact up to
+    # exact_max_dim, else "matrix_free" (Arnoldi from random each step). Measured 4-10x cheaper per step than
+    # exact at width 128-256 with the same trajectory of radii (docs/lsc.md)
+    engine: Literal["auto", "exact", "matrix_free", "warm"] = "warm"
     # after each optimiser step, multiply the fixed time constants of every cell that has
     # ``scale_time_constants`` (LIF/ALIF τ, τ_a; LRU |λ|) by clip(target / time radius, 1 ± rescale_clip), the
     # papers' "wmultiplier" for τ and ν. Measured necessary: gradient descent cannot move a LIF's time radius below
@@ -51,3 +55,5 @@ class LSCConfig:
     exact_max_dim: int = 256  # engine="auto": exact Jacobians up to this size, matrix-free above
     mf_iters: int = 64  # matrix-free engine: Arnoldi iterations at most (per direction)
     mf_tol: float = 1e-4  # matrix-free engine: relative change of the top Ritz value that counts as converged
+    warm_cycles: int = 1  # warm engine: Rayleigh-Ritz cycles per step and transition (cold starts use 3)
+    warm_blocks: int = 12  # warm engine: Krylov blocks per cycle (of 4 vectors: 3 kept + 1 random)
