@@ -465,7 +465,7 @@ def _differentiable_pullback(tr: Transition) -> Callable[[Tensor], Tensor]:
 # size and then iterates with batched matmuls; above it every product is a vmapped pullback. Measured at width
 # 128-256: one dense block product costs ~0.3 ms where an autograd product costs ~0.5-1 ms, and the
 # materialisation ~10-30 ms (benchmarks/lsc_cost.py, docs/lsc.md).
-WARM_DENSE_MAX = 1024
+WARM_DENSE_MAX = 256
 
 
 def _radius_pairs(tr: Transition, right0: Tensor | None, left0: Tensor | None, *, dense_max: int, cycles: int,
