@@ -143,8 +143,8 @@ def test_state_shape_change_starts_cold_and_bad_input():
     with pytest.raises(ValueError, match="square"):
         warm_radius(rect)
     # the LSC entry point routes a subsampled non-square radius to the matrix-free engine, a norm stays warm
-    assert choose_engine(rect, "warm", measure="radius") == "matrix_free"
-    assert choose_engine(rect, "warm", measure="norm") == "warm"
+    assert choose_engine(rect, "warm", measure="radius", warm_min_dim=0) == "matrix_free"
+    assert choose_engine(rect, "warm", measure="norm", warm_min_dim=0) == "warm"
 
 
 # --- every cell kind: within 1% of exact ------------------------------------------------------------------------
@@ -167,7 +167,7 @@ def _check_kind(kind: str, width: int, B: int = 4, blocks: int = 32) -> None:
         for tr in res.transitions:
             with torch.no_grad():
                 got = transition_measure(tr, "radius", "warm", state=state, rectangular="norm",
-                                         warm_cycles=3, warm_blocks=blocks)
+                                         warm_cycles=3, warm_blocks=blocks, warm_min_dim=0)
                 if t == 3:
                     J = tr.jacobian()
                     ref = spectral_radius(J) if J.shape[-1] == J.shape[-2] else spectral_norm(J)
@@ -199,7 +199,7 @@ def test_lsc_keeps_one_basis_per_family_layer_and_sample_slot(digits):
     torch.manual_seed(0)
     model = build_model(ModelConfig(cell="gru", layers=2, width=16), input_size=8, output_size=10,
                         seq_len=8).eval()
-    cfg = LSCConfig(progress=False)
+    cfg = LSCConfig(progress=False, warm_min_dim=0)  # width 16 is below the default size for the warm engine
     assert cfg.engine == "warm"
     run = _start(model, _prepare_batches(digits.train, cfg, None), cfg)
     for _ in range(3):
@@ -212,6 +212,15 @@ def test_lsc_keeps_one_basis_per_family_layer_and_sample_slot(digits):
     assert run.warm.stats.calls == 15 and run.warm.stats.exact == 0
 
 
+def test_small_jacobians_use_the_exact_engine():
+    tr, _ = _tanh_transition(16)
+    assert choose_engine(tr, "warm") == "exact"
+    assert choose_engine(tr, "warm", warm_min_dim=16) == "warm"
+    state = WarmState()
+    transition_measure(tr, "radius", "warm", state=state)
+    assert not state.bases
+
+
 def test_lsc_warm_and_exact_take_the_same_path(digits):
     """Same net, same batches: the warm engine's radii trajectory follows the exact engine's."""
     reps = {}
@@ -219,7 +228,8 @@ def test_lsc_warm_and_exact_take_the_same_path(digits):
         torch.manual_seed(0)
         model = build_model(ModelConfig(cell="gru", layers=2, width=16), input_size=8, output_size=10, seq_len=8)
         digits.train.set_epoch(0)
-        reps[engine] = lsc_pretrain(model, digits.train, engine=engine, max_steps=40, progress=False)
+        reps[engine] = lsc_pretrain(model, digits.train, engine=engine, max_steps=40, progress=False,
+                                    warm_min_dim=0)
     for fam in ("time", "depth"):
         a = [h[fam] for h in reps["exact"].history]
         b = [h[fam] for h in reps["warm"].history]

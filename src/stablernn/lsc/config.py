@@ -57,3 +57,4 @@ class LSCConfig:
     mf_tol: float = 1e-4  # matrix-free engine: relative change of the top Ritz value that counts as converged
     warm_cycles: int = 1  # warm engine: Rayleigh-Ritz cycles per step and transition (cold starts use 3)
     warm_blocks: int = 12  # warm engine: Krylov blocks per cycle (of 4 vectors: 3 kept + 1 random)
+    warm_min_dim: int = 128  # warm engine: the exact one for Jacobians smaller than this (faster there, measured)

@@ -39,6 +39,10 @@ Engine = Literal["auto", "exact", "matrix_free", "warm"]
 MEASURES: tuple[str, ...] = ("radius", "norm", "probe")
 ENGINES: tuple[str, ...] = ("auto", "exact", "matrix_free", "warm")
 EXACT_MAX_DIM = 256  # "auto" uses the exact engine up to this (square) size; see benchmarks/jacobian_engines.py
+# "warm" uses the exact engine below this size: measured per LSC step (2-layer nets, batch 8, one thread), exact
+# was faster for GRU 16-64 (40 vs 87 ms at 16, 159 vs 237 ms at 64) and LIF 32-64, warm from 128 on (LSTM 64, whose
+# Jacobians are 128 x 128: 297 vs 412 ms; 2x128 nets: 2-4x)
+WARM_MIN_DIM = 128
 
 
 @dataclass
@@ -607,11 +611,11 @@ def warm_norm(tr: Transition, state: WarmState | None = None, *, block: int = 3,
 
 
 def choose_engine(tr: Transition, engine: Engine = "auto", exact_max_dim: int = EXACT_MAX_DIM,
-                  measure: str = "radius") -> str:
+                  measure: str = "radius", warm_min_dim: int = WARM_MIN_DIM) -> str:
     """``exact``, ``matrix_free`` or ``warm``: ``auto`` picks exact while the (square) Jacobian is at most
-    ``exact_max_dim``, else matrix-free. ``warm`` is kept for a square radius and any norm; a radius of a non-square
-    Jacobian (``rectangular="subsample"``: a fresh random submatrix each call, nothing to warm-start) goes
-    matrix-free.
+    ``exact_max_dim``, else matrix-free. ``warm`` is used where it is faster: exact while the smaller side of the
+    Jacobian is below ``warm_min_dim``; a radius of a non-square Jacobian (``rectangular="subsample"``: a fresh random
+    submatrix each call, nothing to warm-start) goes matrix-free.
 
     A norm is matrix-free as soon as either side is larger: materialising a decoder Jacobian over a 10k vocabulary
     costs one backward pass per row, where power iteration needs a few."""
@@ -619,6 +623,8 @@ def choose_engine(tr: Transition, engine: Engine = "auto", exact_max_dim: int = 
         raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     dims = (tr.source.shape[-1], tr.out_dim())
     if engine == "warm":
+        if min(dims) < warm_min_dim:
+            return "exact"
         return "matrix_free" if measure == "radius" and dims[0] != dims[1] else "warm"
     if engine != "auto":
         return engine
@@ -629,20 +635,21 @@ def choose_engine(tr: Transition, engine: Engine = "auto", exact_max_dim: int = 
 def transition_measure(tr: Transition, measure: Measure = "radius", engine: Engine = "auto", *,
                        generator: torch.Generator | None = None, exact_max_dim: int = EXACT_MAX_DIM,
                        max_iter: int = 64, tol: float = 1e-4, rectangular: str = "subsample",
-                       state: WarmState | None = None, warm_cycles: int = 1, warm_blocks: int | None = None
-                       ) -> Tensor:
+                       state: WarmState | None = None, warm_cycles: int = 1, warm_blocks: int | None = None,
+                       warm_min_dim: int = WARM_MIN_DIM) -> Tensor:
     """Per-sample radius / norm ``[B]`` of one transition, by the chosen engine (differentiable).
 
     ``rectangular="norm"`` measures a non-square Jacobian by its top singular value instead of the radius of a
     random square submatrix. ``engine="warm"`` reads and updates ``state`` (a fresh, cold one when None), with
-    ``warm_cycles`` / ``warm_blocks`` the ``cycles`` / ``blocks`` of :func:`warm_radius` (None: its default)."""
+    ``warm_cycles`` / ``warm_blocks`` the ``cycles`` / ``blocks`` of :func:`warm_radius` (None: its default), and
+    the exact engine below ``warm_min_dim`` (see :func:`choose_engine`)."""
     if measure not in MEASURES:
         raise ValueError(f"unknown measure {measure!r}; choose one of {', '.join(MEASURES)}")
     if rectangular not in ("subsample", "norm"):
         raise ValueError(f"rectangular must be 'subsample' or 'norm', got {rectangular!r}")
     if measure == "radius" and rectangular == "norm" and tr.source.shape[-1] != tr.out_dim():
         measure = "norm"
-    eng = choose_engine(tr, engine, exact_max_dim, measure)
+    eng = choose_engine(tr, engine, exact_max_dim, measure, warm_min_dim)
     if eng == "exact" or measure == "probe":
         return measure_jacobian(tr.jacobian(), measure, generator)
     if eng == "warm":
@@ -658,6 +665,8 @@ __all__ = [
     "ENGINES",
     "EXACT_MAX_DIM",
     "MEASURES",
+    "WARM_DENSE_MAX",
+    "WARM_MIN_DIM",
     "ArnoldiResult",
     "Transition",
     "WarmState",

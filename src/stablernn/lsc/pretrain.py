@@ -202,6 +202,8 @@ def check_config(cfg: LSCConfig) -> None:
         v = getattr(cfg, name)
         if not isinstance(v, int) or v < 1:
             raise ValueError(f"LSC {name} must be a positive integer, got {v!r}")
+    if not isinstance(cfg.warm_min_dim, int) or cfg.warm_min_dim < 0:
+        raise ValueError(f"LSC warm_min_dim must be a non-negative integer, got {cfg.warm_min_dim!r}")
     if cfg.batch_size is not None and cfg.batch_size < 1:
         raise ValueError(f"LSC batch_size must be >= 1 or None, got {cfg.batch_size}")
     if cfg.lr <= 0 or cfg.tol <= 0:
@@ -346,7 +348,8 @@ def _measure(run: _Run, trs: list[Transition]) -> list[tuple[Transition, Tensor]
     """Each transition with its per-sample radii ``[B]`` (differentiable)."""
     c = run.cfg
     return [(tr, transition_measure(tr, c.measure, c.engine, generator=run.gen, state=run.warm,
-                                    warm_cycles=c.warm_cycles, warm_blocks=c.warm_blocks, **run.measure_kw()))
+                                    warm_cycles=c.warm_cycles, warm_blocks=c.warm_blocks,
+                                    warm_min_dim=c.warm_min_dim, **run.measure_kw()))
             for tr in trs]
 
 
