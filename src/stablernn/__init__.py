@@ -11,6 +11,7 @@ from .dynamics.capacity import information_processing_capacity
 from .dynamics.lyapunov import flossing_loss, lyapunov_spectrum
 from .dynamics.memory import DynamicsConfig, dynamics_profile, memory_capacity, readout_scaling
 from .lsc.config import LSCConfig
+from .lsc.measures import WarmState, warm_norm, warm_radius
 from .lsc.pretrain import LSCReport, lsc_pretrain
 from .lsc.radii import radii_over_time
 from .models import FFN, DeepRNN, ModelConfig, build_model
@@ -43,6 +44,7 @@ __all__ = [
     "SweepSpec",
     "TaskStats",
     "TrainConfig",
+    "WarmState",
     "apply_design_",
     "build_model",
     "check_cell",
@@ -65,5 +67,7 @@ __all__ = [
     "run_sweep",
     "stability_design",
     "surrogate",
+    "warm_norm",
+    "warm_radius",
     "write_report",
 ]
