@@ -38,7 +38,10 @@ class LSCConfig:
     rescale_clip: float = 0.15
     max_steps: int = 400
     time_limit: float | None = 600.0  # seconds
-    lr: float = 7.2e-3
+    # 2e-2 rather than the papers' 7.2e-3: measured 1.75x fewer steps to target with the same optimiser (2x128 GRU
+    # on digits rows, warm engine: 136 vs 238 steps, both converged); plain Adam at 2e-2 did not converge in 300
+    # steps (time radius 0.74 vs target 0.5), so AdaBelief + Lookahead stays (docs/lsc.md)
+    lr: float = 2e-2
     weight_decay: float = 1e-4
     optimizer: Literal["adabelief_lookahead", "adabelief", "adamw"] = "adabelief_lookahead"
     tol: float = 0.05  # early stop when every family's moving-average radius is within tol of its target ...
