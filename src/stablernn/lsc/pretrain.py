@@ -1,6 +1,9 @@
 """LSC pre-training: bring the radius of every one-step transition Jacobian to a target (spec §1.1, §1.4, §1.6).
 
 Loss per optimisation step: the mean over the measured transitions (family, layer) of ``mean_b (ρ_b - target)^2``.
+The radii come from ``LSCConfig.engine``; the default ``"warm"`` engine keeps one :class:`~.measures.WarmState` for
+the whole run, so each (family, layer, sample slot) starts from the eigen/singular vectors of the previous step
+(:func:`~.measures.warm_radius`).
 
 - Recurrent stacks (``DeepRNN``, any stack of cells, a bare cell): each time step of a batch is one optimisation
   step; states start at zero at every batch and are carried *detached* between steps (one-step Jacobians,
