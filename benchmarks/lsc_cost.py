@@ -1,117 +1,192 @@
-"""What LSC pre-training costs, next to training.
+"""What LSC pre-training costs, next to training: old engine (``exact``: eigvals of materialised Jacobians) vs new
+(``warm``: bases kept across steps, exact gradient at the converged pair), all in one run, as ratios.
 
-1. One LSC step (one time step: every transition Jacobian of a batch of ``--lsc-batch`` sequences, radii, loss,
-   backward, AdaBelief+Lookahead step) vs one training step (a batch of ``--train-batch`` whole sequences: forward,
-   cross-entropy, backward, AdamW step) on 2x256 LSTM and ALIF nets on digits (8 rows of 8 pixels).
-2. Time to reach the target (default LSCConfig, target auto = 0.5) on 2x128 GRU, LSTM and ALIF nets, against the
-   time of one training epoch.
+1. ``step``: ms per LSC step (every transition of one time step of the first ``--lsc-batch`` sequences: radii,
+   loss, backward, optimiser step; ``stablernn.lsc.pretrain``'s own step function) for each engine, against ms per
+   training step of the same net (a batch of ``--train-batch`` whole sequences: forward, cross-entropy of the
+   time-averaged logits, backward, AdamW step). Medians over ``--rounds`` rounds; in each round every engine and the
+   training step run back to back, so a load change on this shared machine hits all of them alike.
+2. ``target``: steps and seconds to reach the target (default ``LSCConfig``, one run per engine) against the demo
+   net's training time (median training step x batches per epoch x the demo's epochs).
+3. ``width``: how the per-step cost grows with width (GRU, 2 layers, 64 -> 1024): exact up to ``--exact-max``,
+   warm with dense products (``WARM_DENSE_MAX``) and warm fully matrix-free.
 
-    python benchmarks/lsc_cost.py                       # both parts
-    python benchmarks/lsc_cost.py --part step --width 256
+Digits rows (T = 8, 8 features), one torch thread (``--threads``).
+
+    python benchmarks/lsc_cost.py                                   # all parts
+    python benchmarks/lsc_cost.py --part step --nets lstm:2x256,gru:2x256,alif:2x256
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from stablernn.cli.train import DEMO_RUNS
 from stablernn.data import DataConfig, load_task
+from stablernn.lsc import measures
 from stablernn.lsc.config import LSCConfig
-from stablernn.lsc.pretrain import lsc_loss, lsc_pretrain, make_lsc_optimizer, resolve_targets
-from stablernn.models import ModelConfig, build_model, detach_states
+from stablernn.lsc.pretrain import _one_step, _prepare_batches, _start, lsc_pretrain, make_lsc_optimizer
+from stablernn.models import ModelConfig, build_model
+
+ENGINES = ("exact", "warm")
 
 
-def _model(cell: str, width: int, seed: int = 0):
+def _model(cell: str, layers: int, width: int, seed: int = 0):
     torch.manual_seed(seed)
-    return build_model(ModelConfig(cell=cell, layers=2, width=width), input_size=8,
-                       output_size=10, seq_len=8)
+    extra: dict[str, Any] = {}
+    if cell in DEMO_RUNS:  # the demo's own settings (ALIF threshold and dampening)
+        base = DEMO_RUNS[cell][0]
+        extra = {k: getattr(base, k) for k in ("threshold", "dampening") if cell == "alif"}
+    return build_model(ModelConfig(cell=cell, layers=layers, width=width, **extra), input_size=8, output_size=10,
+                       seq_len=8)
 
 
-def train_step_seconds(cell: str, width: int, x: torch.Tensor, y: torch.Tensor, n: int) -> float:
-    model = _model(cell, width)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    times = []
-    for _ in range(n + 1):
-        t0 = time.perf_counter()
-        loss = F.cross_entropy(model(x).mean(1), y)
-        opt.zero_grad()
+def _parse(nets: str) -> list[tuple[str, int, int]]:
+    out = []
+    for item in nets.split(","):
+        cell, shape = item.split(":")
+        layers, width = shape.split("x")
+        out.append((cell, int(layers), int(width)))
+    return out
+
+
+def _timer(fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+class TrainStep:
+    """One training step of a fresh copy of the net on ``(x, y)``."""
+
+    def __init__(self, cell: str, layers: int, width: int, x: torch.Tensor, y: torch.Tensor):
+        self.model, self.x, self.y = _model(cell, layers, width), x, y
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-3)
+
+    def __call__(self) -> None:
+        loss = F.cross_entropy(self.model(self.x).mean(1), self.y)
+        self.opt.zero_grad()
         loss.backward()
-        opt.step()
-        times.append(time.perf_counter() - t0)
-    return min(times[1:])
+        self.opt.step()
 
 
-def lsc_step_seconds(cell: str, width: int, x: torch.Tensor, n: int) -> float:
-    model = _model(cell, width).eval()
-    cfg = LSCConfig()
-    targets = resolve_targets(model, cfg)
-    opt = make_lsc_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
-    states = model.initial_states(x.shape[0])
-    times = []
-    for t in range(n + 1):
-        t0 = time.perf_counter()
-        loss, new = lsc_loss(model, x[:, t % x.shape[1]], states, targets)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        states = detach_states(new)
-        times.append(time.perf_counter() - t0)
-    return min(times[1:])
+class LSCStep:
+    """LSC steps of a fresh copy of the net with the given engine options, through the pre-training's own step."""
+
+    def __init__(self, cell: str, layers: int, width: int, batches: list, **cfg: Any):
+        model = _model(cell, layers, width).eval()
+        c = LSCConfig(progress=False, **cfg)
+        self.run = _start(model, _prepare_batches(batches, c, None), c)
+
+    def __call__(self) -> None:
+        _one_step(self.run)
 
 
 def part_step(a: argparse.Namespace, data) -> None:
     x, y = next(iter(data.train))
-    print(f"## one LSC step vs one training step (2x{a.width}, digits rows T=8; training batch {x.shape[0]}, LSC "
-          f"batch {a.lsc_batch}; best of {a.n} after one warm-up)\n")
-    print("| net | training step s | LSC step s | LSC step / training step | LSC steps per training epoch-time |")
-    print("|---|---:|---:|---:|---:|")
-    n_batches = sum(1 for _ in data.train)
-    for cell in a.cells.split(","):
-        tr = train_step_seconds(cell, a.width, x, y, a.n)
-        ls = lsc_step_seconds(cell, a.width, x[: a.lsc_batch], a.n)
-        print(f"| 2x{a.width} {cell.upper()} | {tr:.3f} | {ls:.3f} | {ls / tr:.1f}x | {tr * n_batches / ls:.1f} |",
-              flush=True)
+    print(f"## ms per LSC step vs per training step (training batch {x.shape[0]} x T={x.shape[1]}, LSC batch "
+          f"{a.lsc_batch}; median of {a.rounds} rounds after one warm-up, same run)\n")
+    print("| net | train step ms | LSC exact ms | LSC warm ms | exact / train | warm / train | exact / warm |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for cell, layers, width in _parse(a.nets):
+        train = TrainStep(cell, layers, width, x, y)
+        lsc = {e: LSCStep(cell, layers, width, [x], engine=e, batch_size=a.lsc_batch) for e in ENGINES}
+        times: dict[str, list[float]] = {"train": [], **{e: [] for e in ENGINES}}
+        for r in range(a.rounds + 1):
+            t = {"train": _timer(train), **{e: _timer(lsc[e]) for e in ENGINES}}
+            if r:  # round 0 is the warm-up (and the warm engine's cold start)
+                for k, v in t.items():
+                    times[k].append(v)
+        med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+        print(f"| {layers}x{width} {cell.upper()} | {med['train']:.1f} | {med['exact']:.1f} | {med['warm']:.1f} | "
+              f"{med['exact'] / med['train']:.1f}x | {med['warm'] / med['train']:.1f}x | "
+              f"{med['exact'] / med['warm']:.1f}x |", flush=True)
 
 
-def part_target(a: argparse.Namespace, data) -> None:
+def part_target(a: argparse.Namespace, _data) -> None:
+    data = load_task(DataConfig(task="digits", layout="rows", batch_size=32))  # the demo's batches
     x, y = next(iter(data.train))
     n_batches = sum(1 for _ in data.train)
-    print(f"\n## time to reach the target (2x{a.target_width}, default LSCConfig: target auto = 0.5, lr 7.2e-3, "
-          f"batch 8, tol 0.05, patience 20, max {a.max_steps} steps)\n")
-    print("| net | LSC steps | LSC s | stop | worst |after - target| | one training epoch s | LSC / epoch |")
-    print("|---|---:|---:|---|---:|---:|---:|")
-    for cell in a.cells.split(","):
-        epoch = train_step_seconds(cell, a.target_width, x, y, 2) * n_batches
-        model = _model(cell, a.target_width)
-        rep = lsc_pretrain(model, data.train, max_steps=a.max_steps, time_limit=None, progress=False)
-        worst = max(abs(rep.mean_after(f) - t) for f, t in rep.target.items())
-        stop = rep.stop_reason.split(":")[0]
-        print(f"| 2x{a.target_width} {cell.upper()} | {rep.steps} | {rep.seconds:.1f} | {stop} | {worst:.3f} | "
-              f"{epoch:.2f} | {rep.seconds / epoch:.1f}x |", flush=True)
+    print(f"\n## steps and seconds to the target (default LSCConfig but the engine: target auto = 0.5, "
+          f"max {a.max_steps} steps), against the demo's training time\n")
+    print("| net | engine | LSC steps | LSC s | stop | worst \\|after - target\\| | training s (demo epochs) | "
+          "LSC / training |")
+    print("|---|---|---:|---:|---|---:|---:|---:|")
+    make_lsc_optimizer([torch.nn.Parameter(torch.zeros(1))], LSCConfig())  # its import outside every timing
+    for cell, layers, width in _parse(a.target_nets):
+        train = TrainStep(cell, layers, width, x, y)
+        step = statistics.median(_timer(train) for _ in range(a.rounds + 1))
+        epochs = DEMO_RUNS[cell][1].epochs if cell in DEMO_RUNS else 20
+        training = step * n_batches * epochs
+        for engine in a.target_engines.split(","):
+            rep = lsc_pretrain(_model(cell, layers, width), data.train, engine=engine, max_steps=a.max_steps,
+                               time_limit=None, progress=False)
+            worst = max(abs(rep.mean_after(f) - t) for f, t in rep.target.items())
+            print(f"| {layers}x{width} {cell.upper()} | {engine} | {rep.steps} | {rep.seconds:.1f} | "
+                  f"{rep.stop_reason.split(':')[0]} | {worst:.3f} | {training:.1f} ({epochs}) | "
+                  f"{rep.seconds / training:.2f}x |", flush=True)
+
+
+def part_width(a: argparse.Namespace, data) -> None:
+    x, _ = next(iter(data.train))
+    print(f"\n## ms per LSC step against width (2-layer GRU, LSC batch {a.lsc_batch}, median of {a.rounds} rounds)"
+          "\n")
+    print("| width | exact ms | warm ms | warm matrix-free ms | exact / warm |")
+    print("|---:|---:|---:|---:|---:|")
+    for width in (int(w) for w in a.widths.split(",")):
+        variants: dict[str, LSCStep] = {}
+        if width <= a.exact_max:
+            variants["exact"] = LSCStep("gru", 2, width, [x], engine="exact", batch_size=a.lsc_batch)
+        variants["warm"] = LSCStep("gru", 2, width, [x], engine="warm", batch_size=a.lsc_batch)
+        variants["mf"] = LSCStep("gru", 2, width, [x], engine="warm", batch_size=a.lsc_batch)
+        times: dict[str, list[float]] = {k: [] for k in variants}
+        for r in range(a.rounds + 1):
+            for k, fn in variants.items():
+                if k == "mf":  # the same engine with every product a vmapped pullback
+                    old, measures.WARM_DENSE_MAX = measures.WARM_DENSE_MAX, 0
+                    try:
+                        dt = _timer(fn)
+                    finally:
+                        measures.WARM_DENSE_MAX = old
+                else:
+                    dt = _timer(fn)
+                if r:
+                    times[k].append(dt)
+        med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+        ex = f"{med['exact']:.0f}" if "exact" in med else "-"
+        ratio = f"{med['exact'] / med['warm']:.1f}x" if "exact" in med else "-"
+        print(f"| {width} | {ex} | {med['warm']:.0f} | {med['mf']:.0f} | {ratio} |", flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", choices=["step", "target", "both"], default="both")
-    ap.add_argument("--cells", default="lstm,alif")
-    ap.add_argument("--target-cells", default="gru,lstm,alif")
-    ap.add_argument("--width", type=int, default=256)
-    ap.add_argument("--target-width", type=int, default=128)
+    ap.add_argument("--part", choices=["step", "target", "width", "all"], default="all")
+    ap.add_argument("--nets", default="lstm:2x128,gru:2x128,alif:2x128,lru:2x128,gru:5x64,lstm:2x256,gru:2x256,"
+                                      "alif:2x256")
+    ap.add_argument("--target-nets", default="lstm:2x128,gru:2x128,alif:2x128,lru:2x128,gru:5x64")
+    ap.add_argument("--target-engines", default="exact,warm")
+    ap.add_argument("--widths", default="64,128,256,512,1024")
+    ap.add_argument("--exact-max", type=int, default=512, help="widest net the exact engine is timed on")
     ap.add_argument("--lsc-batch", type=int, default=8)
     ap.add_argument("--train-batch", type=int, default=64)
     ap.add_argument("--max-steps", type=int, default=400)
-    ap.add_argument("--n", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    data = load_task(DataConfig(task="digits", batch_size=a.train_batch))
-    if a.part in ("step", "both"):
+    data = load_task(DataConfig(task="digits", layout="rows", batch_size=a.train_batch))
+    if a.part in ("step", "all"):
         part_step(a, data)
-    if a.part in ("target", "both"):
-        a.cells = a.target_cells
+    if a.part in ("target", "all"):
         part_target(a, data)
+    if a.part in ("width", "all"):
+        part_width(a, data)
 
 
 if __name__ == "__main__":

@@ -69,9 +69,11 @@ def test_demo_configs_and_table(tmp_path):
     assert all(r.train.seed == 3 and r.train.threads == 1 and r.data.task == "digits" for r in runs)
     assert [r.lsc.max_steps for r in runs if r.lsc] == [DEMO_LSC_STEPS[c] for c in ("lstm", "gru", "alif")]
     atomic_write_json(tmp_path / "gru-lsc" / "lsc_report.json",
-                      {"target": {"time": 0.5}, "before": {"time": [0.8, 0.6]}, "after": {"time": [0.5, 0.52]}})
-    results = {"lstm": {"test_acc": 0.9}, "gru": {"test_acc": 0.95}, "gru-lsc": {"test_acc": 0.96}}
+                      {"target": {"time": 0.5}, "before": {"time": [0.8, 0.6]}, "after": {"time": [0.5, 0.52]},
+                       "seconds": 3.25})
+    results = {"lstm": {"test_acc": 0.9}, "gru": {"test_acc": 0.95}, "gru-lsc": {"test_acc": 0.96, "seconds": 12.04}}
     table = demo_table(results, lsc=True, out_dir=tmp_path).splitlines()
-    assert table[2] == "| 2x128 LSTM | 90.0% | - | - |"
-    assert table[3] == "| 2x128 GRU | 95.0% | 96.0% | 0.70 -> 0.51 (0.5) |"
+    assert table[0].endswith("| LSC s | train s |")
+    assert table[2] == "| 2x128 LSTM | 90.0% | - | - | - | - |"
+    assert table[3] == "| 2x128 GRU | 95.0% | 96.0% | 0.70 -> 0.51 (0.5) | 3.2 | 12.0 |"
     assert len(table) == 4  # no ALIF result, no row

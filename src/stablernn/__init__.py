@@ -29,6 +29,7 @@ from .errors import MissingDependencyError, NonFiniteError, RunBusyError
 from .export import export_nir
 from .io import RunLock, is_locked
 from .lsc.config import LSCConfig
+from .lsc.measures import WarmState, warm_norm, warm_radius
 from .lsc.pretrain import LSCReport, lsc_pretrain
 from .lsc.radii import radii_over_time
 from .models import FFN, DeepRNN, ModelConfig, build_model
@@ -72,6 +73,7 @@ __all__ = [
     "SweepSpec",
     "TaskStats",
     "TrainConfig",
+    "WarmState",
     "adapt",
     "apply_design_",
     "build_model",
@@ -102,5 +104,7 @@ __all__ = [
     "run_sweep",
     "stability_design",
     "surrogate",
+    "warm_norm",
+    "warm_radius",
     "write_report",
 ]

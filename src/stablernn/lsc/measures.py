@@ -12,6 +12,10 @@ function serves both engines:
   without gradient; the converged eigen/singular vectors are then plugged into one differentiable product
   (``λ = uᵀJv / uᵀv`` with left and right Ritz vectors, ``σ = uᵀJv``), whose gradient is the exact first-order
   gradient of a simple top eigenvalue / singular value.
+- **warm**: the same differentiable product at the top eigen/singular pair, but the pair comes from a few
+  Rayleigh-Ritz cycles on a small block Krylov space seeded with the basis kept from the previous call on the same
+  (family, layer, sample slot) (:class:`WarmState`); a pair that does not converge is restarted cold, then measured
+  by the exact engine. See :func:`warm_radius`.
 
 Transitions of a stack (``DeepRNN`` or anything with ``cells``, ``encode``, ``layer_input``, ``layer_output``,
 ``decode``), of a single cell, and of an ``FFN`` are built by :func:`rnn_transitions` and :func:`ffn_transitions`.
@@ -23,7 +27,7 @@ readout.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -33,6 +37,10 @@ from torch.func import jacrev, vjp, vmap
 from .config import ENGINES, MEASURES, Engine, Measure, Rectangular
 
 EXACT_MAX_DIM = 256  # "auto" uses the exact engine up to this (square) size; see benchmarks/jacobian_engines.py
+# "warm" uses the exact engine below this size: measured per LSC step (2-layer nets, batch 8, one thread), exact
+# was faster for GRU 16-64 (40 vs 87 ms at 16, 159 vs 237 ms at 64) and LIF 32-64, warm from 128 on (LSTM 64, whose
+# Jacobians are 128 x 128: 297 vs 412 ms; 2x128 nets: 2-4x)
+WARM_MIN_DIM = 128
 
 
 @dataclass
@@ -297,37 +305,355 @@ def matrix_free_norm(tr: Transition, max_iter: int = 64, tol: float = 1e-4,
     return sigma.abs(), res.iterations
 
 
+# --- warm-started engine -----------------------------------------------------------------------------------------
+@dataclass
+class WarmStats:
+    """Counters of the warm engine (summed over calls): ``products`` counts Jacobian-vector products per sample
+    (a block of k vectors counts k), ``cold`` the samples restarted from random, ``exact`` those measured by the
+    exact engine because no cycle converged."""
+
+    calls: int = 0
+    cycles: int = 0
+    products: int = 0
+    cold: int = 0
+    exact: int = 0
+
+
+@dataclass
+class WarmState:
+    """Bases carried across calls, keyed by ``(family, layer, measure)``; each ``[B, k, n]`` holds one small
+    orthonormal basis per sample slot (right and, for the radius, left: ``(right, left)``). Pass the same object to
+    every call of one LSC run; a key whose shape changed (another batch size or width) starts cold."""
+
+    bases: dict[tuple[str, int, str], tuple[Tensor, Tensor | None]] = field(default_factory=dict)
+    stats: WarmStats = field(default_factory=WarmStats)
+
+    def get(self, key: tuple[str, int, str], shape: tuple[int, int]) -> tuple[Tensor | None, Tensor | None]:
+        got = self.bases.get(key)
+        if got is None or (got[0].shape[0], got[0].shape[-1]) != shape:
+            return None, None
+        return got
+
+    def clear(self) -> None:
+        self.bases.clear()
+
+
+# Inside the warm engine vectors are rows: a basis is ``[B, k, n]``. Measured on this CPU: ``[B, k, n] @ [B, n, n]``
+# takes 0.3-1 ms for k = 1-8 at n = 256, B = 16, where ``[B, n, n] @ [B, n, k]`` takes 3-4 ms (another BLAS path).
+def _block(op: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    """``op [B, n] -> [B, n]`` applied to the rows of a block ``[B, k, n]`` in one vmapped call (the pullback's
+    Python overhead is paid once per block, not once per vector)."""
+    return vmap(op, in_dims=1, out_dims=1)
+
+
+def _project_out(X: Tensor, Q: Tensor) -> Tensor:
+    """Rows of ``X [B, k, n]`` minus their projection on the orthonormal rows of ``Q [B, m, n]``, twice (one pass of
+    classical Gram-Schmidt loses orthogonality)."""
+    for _ in range(2):
+        X = X - (X @ Q.mT) @ Q
+    return X
+
+
+def _orth_rows(X: Tensor) -> Tensor:
+    """Orthonormal rows spanning the rows of ``X [B, k, n]`` (``k <= n``)."""
+    return torch.linalg.qr(X.mT).Q.mT
+
+
+def _krylov_ritz(op: Callable[[Tensor], Tensor], V: Tensor, blocks: int, symmetric: bool, keep: int,
+                 generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor, int]:
+    """One Rayleigh-Ritz cycle on the block Krylov space ``span[V, JV, ..., J^(blocks-1) V]`` (at most ``n``
+    vectors; ``V [B, k, n]`` rows, ``op`` maps rows to rows). Returns the ``keep`` leading Ritz values ``[B, keep]``
+    (largest modulus first), their Ritz vectors as rows ``[B, keep, n]``, their relative residuals
+    ``|J x - θ x| / (|θ| |x|)`` ``[B, keep]``, and the number of products per sample. ``H = Q J Qᵀ`` is the exact
+    projection, since every product ``J q`` is computed."""
+    B, k, n = V.shape
+    m_max = min(n, k * blocks)
+    Q = V.new_zeros(B, m_max, n)
+    Z = V.new_zeros(B, m_max, n)
+    q0 = _orth_rows(V[:, :m_max])
+    Q[:, : q0.shape[1]] = q0
+    m, start = q0.shape[1], 0
+    while start < m:
+        Z[:, start:m] = op(Q[:, start:m])
+        room = m_max - m
+        if room <= 0:
+            break
+        new = Z[:, start:m][:, :room]
+        W = _project_out(new, Q[:, :m])
+        # a vanishing row means an invariant subspace was found: continue from a random direction, so the basis
+        # stays a valid orthonormal basis (its Ritz values stay eigenvalue estimates). "Vanishing" is relative to
+        # sqrt(eps): what is left below it is rounding noise, which QR would blow up into a non-orthogonal row
+        dead = W.norm(dim=-1, keepdim=True) <= torch.finfo(W.dtype).eps ** 0.5 * new.norm(dim=-1, keepdim=True)
+        if bool(dead.any()):
+            W = torch.where(dead, _project_out(torch.randn(W.shape, generator=generator).to(W), Q[:, :m]), W)
+        # QR normalises rows that were small after the projection, and with them their rounding error: project
+        # once more after it (measured necessary in float32 once a low-rank operator's range is exhausted)
+        W = _orth_rows(_project_out(_orth_rows(W), Q[:, :m]))
+        start, m = m, m + W.shape[1]
+        Q[:, start:m] = W
+    H = Z @ Q.mT  # H[i, j] = q_j · J q_i: the transpose of the projection Q J Qᵀ
+    H = H.mT
+    keep = min(keep, m_max)
+    if symmetric:
+        theta, Y = torch.linalg.eigh(0.5 * (H + H.mT))
+        theta, Y = theta.flip(-1)[..., :keep], Y.flip(-1)[..., :keep]
+    else:
+        theta, Y = torch.linalg.eig(H)
+        order = theta.abs().argsort(-1, descending=True)[..., :keep]
+        theta = theta.gather(-1, order)
+        Y = Y.gather(-1, order[:, None, :].expand(-1, Y.shape[1], -1))
+        Q, Z = Q.to(Y.dtype), Z.to(Y.dtype)
+    X = Y.mT @ Q  # Ritz vectors as rows
+    R = Y.mT @ Z - X * theta[..., None]
+    res = R.norm(dim=-1) / (theta.abs() * X.norm(dim=-1)).clamp_min(1e-30)
+    return theta, X, res, m_max
+
+
+def _real_span(X: Tensor, k: int) -> Tensor:
+    """A real orthonormal ``[B, k, n]`` basis (rows) of the span of the leading Ritz vectors ``X [B, m, n]`` (real
+    and imaginary parts of each: a complex pair's two vectors span the same real plane, so keep the best rank-k
+    span)."""
+    parts = torch.cat([X.real, X.imag], 1) if X.is_complex() else X
+    return torch.linalg.svd(parts, full_matrices=False)[2][:, :k]
+
+
+def _ritz_cycles(op: Callable[[Tensor], Tensor], start: Tensor | None, n: int, B: int, like: Tensor, *,
+                 block: int, blocks: int, cycles: int, symmetric: bool, generator: torch.Generator | None,
+                 stats: WarmStats) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``cycles`` restarted block-Krylov Rayleigh-Ritz cycles of ``op`` per sample, from ``start [B, k, n]``
+    (random when None). Each cycle adds one random vector to the kept basis, so an eigenvalue that overtook the
+    tracked ones is found even when the kept basis is an invariant subspace. Returns the leading Ritz values
+    ``[B, m]``, vectors ``[B, m, n]``, relative residuals ``[B, m]`` and the new kept basis ``[B, k, n]``."""
+    k = max(1, min(block, n))
+    V = start if start is not None else torch.randn(B, k, n, generator=generator).to(like)
+    for _ in range(max(1, cycles)):
+        seed = torch.cat([V, torch.randn(B, 1, n, generator=generator).to(like)], 1) if k < n else V
+        vals, vecs, res, used = _krylov_ritz(op, seed, blocks, symmetric, max(2 * k, 4), generator)
+        stats.cycles += 1
+        stats.products += used
+        V = _real_span(vecs, k)
+    return vals, vecs, res, V
+
+
+def _pick(vals: Tensor, vecs: Tensor, res: Tensor, near: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """The Ritz pair of largest modulus (or nearest ``near [B]``): ``(θ [B], x [B, n], residual [B])``."""
+    i = torch.zeros(vals.shape[0], dtype=torch.long, device=vals.device) if near is None else \
+        (vals - near[:, None]).abs().argmin(-1)
+    x = vecs.gather(1, i[:, None, None].expand(-1, 1, vecs.shape[-1]))[:, 0]
+    return vals.gather(-1, i[:, None])[:, 0], x, res.gather(-1, i[:, None])[:, 0]
+
+
+def _jacobian_nograd(tr: Transition) -> Tensor:
+    return batch_jacobian(tr.fn, tr.source.detach(), *[c.detach() for c in tr.context])
+
+
+def _warm_operators(tr: Transition) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor], int, int]:
+    """Matrix-free products on rows, ``V [B, k, n_in] -> (J V)`` and ``U [B, k, n_out] -> (Jᵀ U)`` (no gradient)."""
+    f = tr.batched()
+    src = tr.source.detach()
+    n_out = tr.out_dim()
+    _, pullback = vjp(f, src)
+    forward = _forward_products(pullback, n_out, src)
+    return _block(forward), _block(lambda u: pullback(u)[0]), src.shape[-1], n_out
+
+
+def _differentiable_pullback(tr: Transition) -> Callable[[Tensor], Tensor]:
+    """``u [B, n_out] -> Jᵀ u`` on the autograd graph of the weights (for the one differentiable product)."""
+    _, pullback = vjp(tr.batched(), tr.source)
+    return lambda u: pullback(u)[0]
+
+
+# The warm engine materialises the Jacobians (without gradient: one vmapped backward pass of n vectors) up to this
+# size and then iterates with batched matmuls; above it every product is a vmapped pullback. Measured at width
+# 128-256: one dense block product costs ~0.3 ms where an autograd product costs ~0.5-1 ms, and the
+# materialisation ~10-30 ms (benchmarks/lsc_cost.py, docs/lsc.md).
+WARM_DENSE_MAX = 256
+
+
+def _radius_pairs(tr: Transition, right0: Tensor | None, left0: Tensor | None, *, dense_max: int, cycles: int,
+                  cold_cycles: int, tol: float, kw: dict[str, Any]) -> tuple[Tensor, ...]:
+    """Right and left top eigenpairs of every sample's Jacobian: ``(θ, v, w, ok, right basis, left basis)``."""
+    B, n = tr.batch_size, tr.source.shape[-1]
+    n_out = tr.out_dim()
+    if n != n_out:
+        raise ValueError(f"warm_radius needs a square Jacobian, got {n_out} x {n}; use rectangular='norm' or another "
+                         "engine")
+    like = tr.source.detach()
+    cyc = cold_cycles if right0 is None or left0 is None else cycles
+    if n <= dense_max:
+        # J and Jᵀ as one batch of 2B operators: the right and left chains share every matmul and Python step
+        J = _jacobian_nograd(tr)
+        both = None if right0 is None or left0 is None else torch.cat([right0, left0])
+        # rows: (J v)ᵀ = vᵀ Jᵀ for the right chain, (Jᵀ w)ᵀ = wᵀ J for the left one
+        ops = torch.cat([J.mT, J]).contiguous()
+        vals, vecs, res, kept = _ritz_cycles(lambda V: V @ ops, both, n, 2 * B, like, cycles=cyc, symmetric=False,
+                                             **kw)
+        theta, v, res_r = _pick(vals[:B], vecs[:B], res[:B], None)
+        _, w, res_l = _pick(vals[B:], vecs[B:], res[B:], theta)
+        right, left = kept[:B], kept[B:]
+    else:
+        mv, rmv, _, _ = _warm_operators(tr)
+        vals, vecs, res, right = _ritz_cycles(mv, right0, n, B, like, cycles=cyc, symmetric=False, **kw)
+        theta, v, res_r = _pick(vals, vecs, res, None)
+        vals, vecs, res, left = _ritz_cycles(rmv, left0, n, B, like, cycles=cyc, symmetric=False, **kw)
+        _, w, res_l = _pick(vals, vecs, res, theta)
+    # wᵀv ≈ 0 would mean a defective (or mismatched) pair: its first-order gradient does not exist
+    ok = (res_r <= tol) & (res_l <= tol) & ((w * v).sum(-1).abs() > 1e-6 * w.norm(dim=-1) * v.norm(dim=-1))
+    return theta, v, w, ok, right, left
+
+
+def _restart_lost(tr: Transition, got: tuple[Tensor, ...], solve: Callable[[Transition], tuple[Tensor, ...]],
+                  stats: WarmStats, ok_at: int) -> tuple[Tensor, ...]:
+    """Re-solve cold the samples whose warm pair was lost (``got[ok_at]``, the ok mask, false); merge them in."""
+    ok = got[ok_at]
+    if bool(ok.all()):
+        return got
+    lost = (~ok).nonzero()[:, 0]
+    stats.cold += int(lost.numel())
+    part = solve(tr.subset(lost))
+    out = tuple(a.clone() for a in got)
+    for whole, p in zip(out, part, strict=True):
+        whole[lost] = p
+    return out
+
+
+def warm_radius(tr: Transition, state: WarmState | None = None, *, block: int = 3, blocks: int = 12,
+                cycles: int = 1, cold_cycles: int = 3, tol: float = 0.5, dense_max: int | None = None,
+                generator: torch.Generator | None = None) -> Tensor:
+    """Spectral radius ``[B]`` of a square transition's Jacobian, warm-started from ``state`` (updated in place).
+
+    The right and left top eigenpairs (``J v = θ v``, ``Jᵀ w = θ w``) come from ``cycles`` Rayleigh-Ritz cycles on
+    block Krylov spaces of ``blocks`` blocks of ``block + 1`` vectors (the kept basis and one random vector);
+    ``cold_cycles`` when nothing is kept. A sample whose pair has a relative residual above ``tol`` (the pair was
+    lost) restarts cold, then falls back to the exact engine. The value is ``|θ|``; its gradient is that of
+    ``|wᵀ J v / wᵀ v|`` (two vector-Jacobian products on the weights' graph), the exact first-order gradient of a
+    simple eigenvalue's modulus: no backward through the iterations and no ``eigvals`` of ``n x n`` matrices (the
+    Ritz problems are ``m x m``, ``m = blocks·(block+1)``). A complex top pair is handled by the real basis spanning
+    its plane; in a near tie the largest Ritz value is taken (its gradient is that of one of the tied eigenvalues, a
+    valid choice for a max of moduli). ``dense_max``: see ``WARM_DENSE_MAX`` (its value when None)."""
+    state = state if state is not None else WarmState()
+    key = (tr.family, tr.layer, "radius")
+    kw = {"block": block, "blocks": blocks, "generator": generator, "stats": state.stats}
+    opts = {"dense_max": WARM_DENSE_MAX if dense_max is None else dense_max, "cycles": cycles,
+            "cold_cycles": cold_cycles, "tol": tol, "kw": kw}
+    with torch.no_grad():
+        right0, left0 = state.get(key, (tr.batch_size, tr.source.shape[-1]))
+        got = _radius_pairs(tr, right0, left0, **opts)
+        if right0 is not None:  # a lost pair restarts cold
+            got = _restart_lost(tr, got, lambda t: _radius_pairs(t, None, None, **opts), state.stats, 3)
+        theta, v, w, ok, right, left = got
+        state.bases[key] = (right, left)
+        state.stats.calls += 1
+        denom = (w * v).sum(-1)
+    dtype = tr.source.dtype
+    pull = _differentiable_pullback(tr)
+    ga, gb = pull(w.real.to(dtype)), pull(w.imag.to(dtype))
+    vr, vi = v.real.to(dtype), v.imag.to(dtype)
+    lam = torch.complex((ga * vr).sum(-1) - (gb * vi).sum(-1), (ga * vi).sum(-1) + (gb * vr).sum(-1)) / denom
+    q = lam.abs()
+    r = theta.abs().to(dtype) + (q - q.detach())  # value: the Ritz value; gradient: the two-sided quotient's
+    if not bool(ok.all()):
+        bad = (~ok).nonzero()[:, 0]
+        state.stats.exact += int(bad.numel())
+        r = r.clone()
+        r[bad] = spectral_radius(tr.subset(bad).jacobian())
+    return r
+
+
+def _norm_pair(tr: Transition, right0: Tensor | None, *, dense_max: int, cycles: int, cold_cycles: int, tol: float,
+               kw: dict[str, Any]) -> tuple[Tensor, ...]:
+    """Top right singular vector per sample: ``(u = Jv/|Jv|, v, ok, basis)``."""
+    B, n = tr.batch_size, tr.source.shape[-1]
+    if max(n, tr.out_dim()) <= dense_max:
+        J = _jacobian_nograd(tr)
+        JT, G = J.mT.contiguous(), J.mT @ J  # rows: (J v)ᵀ = vᵀ Jᵀ; G is symmetric
+        mv = lambda V: V @ JT  # noqa: E731
+        gram = lambda V: V @ G  # noqa: E731
+    else:
+        mv, rmv, _, _ = _warm_operators(tr)
+        gram = lambda V: rmv(mv(V))  # noqa: E731
+    vals, vecs, res, right = _ritz_cycles(gram, right0, n, B, tr.source.detach(),
+                                          cycles=cold_cycles if right0 is None else cycles, symmetric=True, **kw)
+    _, v, res_v = _pick(vals, vecs, res, None)
+    u = mv(v[:, None])[:, 0]
+    return u / u.norm(dim=-1, keepdim=True).clamp_min(1e-30), v, res_v <= tol, right
+
+
+def warm_norm(tr: Transition, state: WarmState | None = None, *, block: int = 3, blocks: int = 6,
+              cycles: int = 1, cold_cycles: int = 2, tol: float = 0.2, dense_max: int | None = None,
+              generator: torch.Generator | None = None) -> Tensor:
+    """Top singular value ``[B]`` warm-started from ``state``: the top eigenpair of ``JᵀJ`` by the same cycles as
+    :func:`warm_radius` (symmetric Rayleigh-Ritz; ``tol`` on the residual of ``JᵀJ``), then ``σ = uᵀ J v`` with
+    ``u = J v / |J v|`` (one vector-Jacobian product on the weights' graph: the exact first-order gradient of a
+    simple top singular value). Unconverged samples restart cold, then use ``svdvals``."""
+    state = state if state is not None else WarmState()
+    key = (tr.family, tr.layer, "norm")
+    kw = {"block": block, "blocks": blocks, "generator": generator, "stats": state.stats}
+    opts = {"dense_max": WARM_DENSE_MAX if dense_max is None else dense_max, "cycles": cycles,
+            "cold_cycles": cold_cycles, "tol": tol, "kw": kw}
+    with torch.no_grad():
+        right0, _ = state.get(key, (tr.batch_size, tr.source.shape[-1]))
+        got = _norm_pair(tr, right0, **opts)
+        if right0 is not None:
+            got = _restart_lost(tr, got, lambda t: _norm_pair(t, None, **opts), state.stats, 2)
+        u, v, ok, right = got
+        state.bases[key] = (right, None)
+        state.stats.calls += 1
+    sigma = (_differentiable_pullback(tr)(u) * v).sum(-1).abs()
+    if not bool(ok.all()):
+        bad = (~ok).nonzero()[:, 0]
+        state.stats.exact += int(bad.numel())
+        sigma = sigma.clone()
+        sigma[bad] = spectral_norm(tr.subset(bad).jacobian())
+    return sigma
+
+
 def choose_engine(tr: Transition, engine: Engine = "auto", exact_max_dim: int = EXACT_MAX_DIM,
-                  measure: Measure = "radius") -> str:
-    """``exact`` or ``matrix_free``: ``auto`` picks exact while the (square) Jacobian is at most ``exact_max_dim``.
+                  measure: Measure = "radius", warm_min_dim: int = WARM_MIN_DIM) -> str:
+    """``exact``, ``matrix_free`` or ``warm``: ``auto`` picks exact while the (square) Jacobian is at most
+    ``exact_max_dim``, else matrix-free. ``warm`` is used where it is faster: exact while the smaller side of the
+    Jacobian is below ``warm_min_dim``; a radius of a non-square Jacobian (``rectangular="subsample"``: a fresh random
+    submatrix each call, nothing to warm-start) goes matrix-free.
 
     A norm is matrix-free as soon as either side is larger: materialising a decoder Jacobian over a 10k vocabulary
     costs one backward pass per row, where power iteration needs a few."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    dims = (tr.source.shape[-1], tr.out_dim())
+    if engine == "warm":
+        if min(dims) < warm_min_dim:
+            return "exact"
+        return "matrix_free" if measure == "radius" and dims[0] != dims[1] else "warm"
     if engine != "auto":
         return engine
-    dims = (tr.source.shape[-1], tr.out_dim())
     size = max(dims) if measure == "norm" else min(dims)
     return "exact" if size <= exact_max_dim else "matrix_free"
 
 
 def transition_measure(tr: Transition, measure: Measure = "radius", engine: Engine = "auto", *,
                        generator: torch.Generator | None = None, exact_max_dim: int = EXACT_MAX_DIM,
-                       max_iter: int = 64, tol: float = 1e-4, rectangular: Rectangular = "subsample") -> Tensor:
+                       max_iter: int = 64, tol: float = 1e-4, rectangular: Rectangular = "subsample",
+                       state: WarmState | None = None, warm_cycles: int = 1, warm_blocks: int | None = None,
+                       warm_min_dim: int = WARM_MIN_DIM) -> Tensor:
     """Per-sample radius / norm ``[B]`` of one transition, by the chosen engine (differentiable).
 
     ``rectangular="norm"`` measures a non-square Jacobian by its top singular value instead of the radius of a
-    random square submatrix."""
+    random square submatrix. ``engine="warm"`` reads and updates ``state`` (a fresh, cold one when None), with
+    ``warm_cycles`` / ``warm_blocks`` the ``cycles`` / ``blocks`` of :func:`warm_radius` (None: its default), and
+    the exact engine below ``warm_min_dim`` (see :func:`choose_engine`)."""
     if measure not in MEASURES:
         raise ValueError(f"unknown measure {measure!r}; choose one of {', '.join(MEASURES)}")
     if rectangular not in ("subsample", "norm"):
         raise ValueError(f"rectangular must be 'subsample' or 'norm', got {rectangular!r}")
     if measure == "radius" and rectangular == "norm" and tr.source.shape[-1] != tr.out_dim():
         measure = "norm"
-    eng = choose_engine(tr, engine, exact_max_dim, measure)
+    eng = choose_engine(tr, engine, exact_max_dim, measure, warm_min_dim)
     if eng == "exact" or measure == "probe":
         return measure_jacobian(tr.jacobian(), measure, generator)
+    if eng == "warm":
+        fn = warm_radius if measure == "radius" else warm_norm
+        more = {} if warm_blocks is None else {"blocks": warm_blocks}
+        return fn(tr, state, cycles=warm_cycles, generator=generator, **more)
     if measure == "radius":
         return matrix_free_radius(tr, max_iter, tol, generator)[0]
     return matrix_free_norm(tr, max_iter, tol, generator)[0]
@@ -337,8 +663,12 @@ __all__ = [
     "ENGINES",
     "EXACT_MAX_DIM",
     "MEASURES",
+    "WARM_DENSE_MAX",
+    "WARM_MIN_DIM",
     "ArnoldiResult",
     "Transition",
+    "WarmState",
+    "WarmStats",
     "arnoldi",
     "batch_jacobian",
     "choose_engine",
@@ -350,4 +680,7 @@ __all__ = [
     "spectral_radius",
     "square",
     "square_indices",
+    "transition_measure",
+    "warm_norm",
+    "warm_radius",
 ]
