@@ -21,6 +21,7 @@ from .cells.base import CellProtocol, SequenceFast, State, run_steps
 from .cells.rnn import activation_fn
 from .cells.spiking import default_tau_adapt
 from .data.base import TaskInfo
+from .inits import init_model_
 from .snn.design import DesignConfig, apply_design_, design_model
 from .snn.stats import task_stats
 
@@ -319,6 +320,13 @@ class ModelConfig:
     # ffn
     activation: str = "relu"
     init: str = "glorot"
+    # --- stabilisers users use today (stablernn.inits), side by side with LSC ------------------------------------
+    # recurrent matrix of Elman/GRU/LSTM: the cell's own (default), orthogonal per gate block, or identity (IRNN)
+    rec_init: Literal["default", "orthogonal", "identity"] = "default"
+    chrono: bool = False  # chrono init of LSTM/GRU gate biases (arXiv:1804.11188)
+    chrono_t_max: float | None = None  # longest memory chrono init aims at, in steps (None: the task's seq_len)
+    layer_norm: bool = False  # layer norm inside Elman/GRU/LSTM cells (the fused kernels then fall back to a loop)
+    lsuv: bool = False  # LSUV data-dependent scaling of every layer's input weights, applied by train before LSC
 
     def __post_init__(self) -> None:
         validate_model_config(self)
@@ -357,17 +365,35 @@ def validate_model_config(cfg: ModelConfig) -> None:
         raise ValueError(f"conditions apply to spiking cells (lif, alif), not to cell {cfg.cell!r}")
     if cfg.init not in ("glorot", "he", "orthogonal"):
         raise ValueError(f"unknown init {cfg.init!r}; choose glorot, he or orthogonal")
+    # stabilisers (stablernn.inits)
+    classic = ("lstm", "gru", *(k for k in CELL_KINDS if k.endswith("_rnn")))
+    if cfg.rec_init not in ("default", "orthogonal", "identity"):
+        raise ValueError(f"unknown rec_init {cfg.rec_init!r}; choose default, orthogonal or identity")
+    if cfg.rec_init != "default" and cfg.cell not in classic:
+        raise ValueError(f"rec_init={cfg.rec_init!r} applies to {', '.join(classic)}, not to cell {cfg.cell!r}; "
+                         "use rec_init='default'")
+    if cfg.chrono and cfg.cell not in ("lstm", "gru"):
+        raise ValueError(f"chrono init applies to lstm and gru, not to cell {cfg.cell!r}; set chrono=False")
+    if cfg.chrono_t_max is not None and not cfg.chrono_t_max > 2:
+        raise ValueError(f"chrono_t_max must be > 2 steps (or None for the task's seq_len), got {cfg.chrono_t_max}")
+    if cfg.layer_norm and cfg.cell not in classic:
+        raise ValueError(f"layer_norm applies to {', '.join(classic)}, not to cell {cfg.cell!r}; set "
+                         "layer_norm=False")
+    if cfg.lsuv and cfg.cell in ("lru", "reslru", "ffn"):
+        raise ValueError(f"lsuv scales input weights (weight_ih), which cell {cfg.cell!r} does not have; set "
+                         "lsuv=False")
 
 
 def make_cell(cfg: ModelConfig, input_size: int, hidden_size: int, seq_len: int = 100) -> nn.Module:
     """One layer of kind ``cfg.cell``."""
     kind = cfg.cell
     if kind == "lstm":
-        return LSTMCell(input_size, hidden_size)
+        return LSTMCell(input_size, hidden_size, layer_norm=cfg.layer_norm)
     if kind == "gru":
-        return GRUCell(input_size, hidden_size)
+        return GRUCell(input_size, hidden_size, layer_norm=cfg.layer_norm)
     if kind.endswith("_rnn"):
-        return ElmanCell(input_size, hidden_size, activation=kind[: -len("_rnn")])  # type: ignore[arg-type]
+        return ElmanCell(input_size, hidden_size, activation=kind[: -len("_rnn")],  # type: ignore[arg-type]
+                         layer_norm=cfg.layer_norm)
     if kind in ("lif", "alif"):
         from .surrogate import get
 
@@ -404,7 +430,7 @@ def build_model(cfg: ModelConfig, task: TaskInfo | None = None, *, input_size: i
     output_size = int(output_size if output_size is not None else task.output_size)
     seq_len = int(seq_len if seq_len is not None else (task.seq_len if task is not None else 100))
     tokens = bool(tokens if tokens is not None else (task is not None and task.input_kind == "tokens"))
-    model = _architecture(cfg, input_size, output_size, seq_len, tokens)
+    model = init_model_(_architecture(cfg, input_size, output_size, seq_len, tokens), cfg, seq_len)
     if cfg.conditions:
         if task is None:
             raise ValueError(f"conditions {list(cfg.conditions)} need the task's input statistics: pass the task "

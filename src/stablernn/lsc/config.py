@@ -13,7 +13,11 @@ class LSCConfig:
     """LSC pre-training options.
 
     ``target``: a number for every family, ``"auto"`` (1 for feed-forward and single-layer nets, 0.5 for deep
-    recurrent nets), ``"unbalanced"`` (depth L/(L+T), time T/(L+T)), or a dict per family (missing ones: auto).
+    recurrent nets), ``"unbalanced"`` (depth L/(L+T), time T/(L+T)), ``"theory"`` (the split of ρ_t + ρ_l = 1
+    chosen from L and T by ``lsc.theory.theory_targets``), or a dict per family (missing ones: auto).
+
+    ``activity``: the firing-rate range ``(low, high)`` every spiking layer must leave LSC in (``lsc.activity``);
+    a layer outside it gets its bias refitted into the range, and the report says so. ``None`` turns the guard off.
     """
 
     target: float | str | dict[str, float] = "auto"
@@ -51,3 +55,5 @@ class LSCConfig:
     exact_max_dim: int = 256  # engine="auto": exact Jacobians up to this size, matrix-free above
     mf_iters: int = 64  # matrix-free engine: Arnoldi iterations at most (per direction)
     mf_tol: float = 1e-4  # matrix-free engine: relative change of the top Ritz value that counts as converged
+    # issue 16: firing-rate range spiking layers must leave LSC in (LSC can meet a radius by silencing a layer)
+    activity: tuple[float, float] | None = (0.01, 0.9)

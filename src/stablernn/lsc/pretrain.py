@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from ..models import detach_states, eval_mode
+from .activity import check_activity, guard_activity, spiking_rates
 from .config import FAMILIES, LSCConfig
 from .measures import Transition, transition_measure
 from .radii import batch_x, radii_over_time
@@ -58,6 +59,7 @@ class LSCReport:
     seconds: float
     stop_reason: str
     history: list[dict[str, float]] = field(default_factory=list, repr=False)
+    activity: dict[str, Any] | None = None  # issue 16: lsc.activity.ActivityReport.to_json() (spiking nets)
 
     def mean_after(self, family: str) -> float:
         """Mean over layers of the radius after pre-training."""
@@ -68,9 +70,12 @@ class LSCReport:
 
     def to_json(self) -> dict[str, Any]:
         """The JSON-ready dict of the documented schema (``json.dumps`` it, or use :meth:`save`)."""
-        return {"target": dict(self.target), "before": {k: list(v) for k, v in self.before.items()},
-                "after": {k: list(v) for k, v in self.after.items()}, "steps": int(self.steps),
-                "seconds": float(self.seconds), "stop_reason": self.stop_reason}
+        out = {"target": dict(self.target), "before": {k: list(v) for k, v in self.before.items()},
+               "after": {k: list(v) for k, v in self.after.items()}, "steps": int(self.steps),
+               "seconds": float(self.seconds), "stop_reason": self.stop_reason}
+        if self.activity is not None:
+            out["activity"] = self.activity
+        return out
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> LSCReport:
@@ -78,7 +83,7 @@ class LSCReport:
         if missing:
             raise ValueError(f"not an LSC report: missing keys {sorted(missing)}")
         return cls(dict(d["target"]), dict(d["before"]), dict(d["after"]), int(d["steps"]), float(d["seconds"]),
-                   str(d["stop_reason"]))
+                   str(d["stop_reason"]), activity=d.get("activity"))
 
     def save(self, path: str | Path) -> Path:
         """Write the JSON atomically (a temporary file in the same folder, then ``os.replace``)."""
@@ -113,6 +118,10 @@ class LSCReport:
             per = " ".join(f"{v:.3f}" for v in self.after[fam])
             lines.append(f"{fam:<8} {self.target.get(fam, float('nan')):>6.3f} {self.mean_before(fam):>11.3f} "
                          f"{self.mean_after(fam):>10.3f}  [{per}]")
+        if self.activity is not None:
+            from .activity import ActivityReport
+
+            lines.append(ActivityReport(**self.activity).summary())
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -131,7 +140,8 @@ def resolve_targets(model: Any, config: LSCConfig, seq_len: int | None = None) -
     ``"auto"``: 1 for an FFN or a single-layer recurrent net, 0.5 for a deep one (ρ_time + ρ_depth = 1 keeps the
     binomially many depth x time paths bounded). ``"unbalanced"`` (deep recurrent nets): depth and encoder
     ``L/(L+T)``, time ``T/(L+T)`` with ``T = seq_len``. A number: every family. A dict: per family, the missing
-    ones from ``"auto"``. The decoder gets ``config.decoder_target`` unless a dict names it.
+    ones from ``"auto"``. ``"theory"``: :func:`stablernn.lsc.theory.theory_targets` of L and T (1 for FFNs and single
+    layers). The decoder gets ``config.decoder_target`` unless a dict names it.
     """
     counts = layer_counts(model)
     bad = set(config.families) - set(FAMILIES)
@@ -143,12 +153,12 @@ def resolve_targets(model: Any, config: LSCConfig, seq_len: int | None = None) -
     deep_rnn = not is_ffn(model) and counts["time"] > 1
     auto = 0.5 if deep_rnn else 1.0
     t = config.target
-    if isinstance(t, str) and t not in ("auto", "unbalanced"):
+    if isinstance(t, str) and t not in ("auto", "unbalanced", "theory"):
         try:
             t = float(t)
         except ValueError:
-            raise ValueError(f"LSC target must be a number, 'auto', 'unbalanced' or a dict per family; got {t!r}"
-                             ) from None
+            raise ValueError(f"LSC target must be a number, 'auto', 'unbalanced', 'theory' or a dict per family; "
+                             f"got {t!r}") from None
     out: dict[str, float] = {}
     if isinstance(t, dict):
         unknown = set(t) - set(FAMILIES)
@@ -165,12 +175,19 @@ def resolve_targets(model: Any, config: LSCConfig, seq_len: int | None = None) -
             raise ValueError("target='unbalanced' needs the sequence length T (depth L/(L+T), time T/(L+T))")
         L = counts["time"]
         out = {f: (seq_len / (L + seq_len) if f == "time" else L / (L + seq_len)) for f in fams}
+    elif t == "theory":  # issue 16: the maximin split of rho_t + rho_l = 1 from L and T (lsc/theory.py)
+        from .theory import theory_targets
+
+        if deep_rnn and not seq_len:
+            raise ValueError("target='theory' needs the sequence length T; pass batches shaped [batch, time, ...]")
+        per = theory_targets(counts["time"], seq_len) if deep_rnn else {}  # one path per step: radius 1
+        out = {f: per.get(f, 1.0) for f in fams}
     elif isinstance(t, (int, float)) and not isinstance(t, bool):
         if not t > 0:
             raise ValueError(f"LSC target must be > 0, got {t}")
         out = {f: float(t) for f in fams}
     else:
-        raise ValueError(f"LSC target must be a number, 'auto', 'unbalanced' or a dict per family; got {t!r}")
+        raise ValueError(f"LSC target must be a number, 'auto', 'unbalanced', 'theory' or a dict per family; got {t!r}")
     if "decoder" in out and not isinstance(t, dict):
         out["decoder"] = float(config.decoder_target)
     return out
@@ -212,6 +229,7 @@ def check_config(cfg: LSCConfig) -> None:
         raise ValueError(f"LSC ema must be in [0, 1), got {cfg.ema}")
     if cfg.layers_per_step is not None and cfg.layers_per_step < 1:
         raise ValueError(f"LSC layers_per_step must be >= 1 or None, got {cfg.layers_per_step}")
+    check_activity(cfg.activity)  # issue 16: the activity guard's range
 
 
 def make_lsc_optimizer(params: Iterable[nn.Parameter], config: LSCConfig) -> torch.optim.Optimizer:
@@ -317,6 +335,7 @@ def lsc_pretrain(model: nn.Module, batches: Any, config: LSCConfig | None = None
         return trace.mean()
 
     before = measure_all(xs[0])
+    rates_before = spiking_rates(model, xs) if cfg.activity is not None and not ffn else None  # issue 16 guard
     params = _params(model)
     opt = make_lsc_optimizer(params, cfg)
     tracker = _Tracker(targets, counts, cfg.ema, stop_on_decoder=cfg.rectangular == "norm")
@@ -410,8 +429,11 @@ def lsc_pretrain(model: nn.Module, batches: Any, config: LSCConfig | None = None
         bar.close()
     if tracker.best_state is not None:
         model.load_state_dict(tracker.best_state)
+    # --- issue 16: the activity guard (lsc/activity.py): no spiking layer leaves LSC silent or saturated
+    guard = guard_activity(model, xs, cfg.activity, rates_before) if rates_before is not None else None
     after = measure_all(xs[0])
-    return LSCReport(targets, before, after, step, round(time.perf_counter() - t0, 3), stop_reason, history)
+    return LSCReport(targets, before, after, step, round(time.perf_counter() - t0, 3), stop_reason, history,
+                     activity=guard.to_json() if guard is not None else None)
 
 
 def _rescale_time_constants(stack: Any, transitions: list[Transition], radii: list[float], target: float | None,

@@ -52,6 +52,9 @@ class TrainConfig:
     flossing_k: int = 1
     flossing_target: float = 0.0
     init_from: str | None = None  # a checkpoint / weights file to start from (e.g. written by `stablernn pretrain`)
+    # issue 16: one switch for a stable start (train/stable.py): "auto" = LSC to the theory targets with the activity
+    # guard, plus Conditions I-III for LIF/ALIF; "none" = the run's own settings only
+    stable: Literal["none", "auto"] = "none"
 
 
 @dataclass

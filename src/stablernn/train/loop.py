@@ -27,6 +27,7 @@ from ..models import DeepRNN, build_model
 from ..optim import lr_factor, make_optimizer, set_lr
 from .config import RunConfig
 from .losses import MetricSum, score_key, task_loss
+from .stable import lsuv_for_run, resolve_stable
 
 
 class NonFiniteError(RuntimeError):
@@ -166,6 +167,7 @@ def fit(run: RunConfig, *, data: TaskData | None = None, model: nn.Module | None
     seed_everything(tc.seed)
     data = data if data is not None else load_task(run.data)
     info = data.info
+    run = resolve_stable(run, info)  # issue 16: --stable auto -> explicit LSC / design settings (train/stable.py)
     model = model if model is not None else build_for_task(run, info)
     if tc.init_from:
         model.load_state_dict(load_state_dict_from(tc.init_from))
@@ -292,6 +294,7 @@ def _pretrain(run: RunConfig, model: nn.Module, data: TaskData, device: torch.de
               ) -> list[dict[str, Any]]:
     """LSC pre-training and the initial firing-rate fit, before the first epoch; returns history rows."""
     rows: list[dict[str, Any]] = []
+    rows.extend(lsuv_for_run(run, model, data.train, device))  # issue 16: LSUV (ModelConfig.lsuv), before LSC
     if run.lsc is not None:
         from ..lsc.pretrain import lsc_pretrain
 
