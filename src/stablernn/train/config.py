@@ -53,8 +53,9 @@ class TrainConfig:
     flossing_target: float = 0.0
     init_from: str | None = None  # a checkpoint / weights file to start from (e.g. written by `stablernn pretrain`)
     # issue 16: one switch for a stable start (train/stable.py): "auto" = LSC to the theory targets with the activity
-    # guard, plus Conditions I-III for LIF/ALIF; "none" = the run's own settings only
-    stable: Literal["none", "auto"] = "none"
+    # guard, plus Conditions I-III for LIF/ALIF; "off" = the run's own settings only ("off", not "none": a sweep reads
+    # "none" as None)
+    stable: Literal["off", "auto"] = "off"
 
 
 @dataclass

@@ -37,13 +37,13 @@ FALLBACK_CONDITIONS: tuple[str, ...] = ("I", "III")
 
 def resolve_stable(run: RunConfig, info: TaskInfo | None = None) -> RunConfig:
     """``run`` with ``train.stable = "auto"`` expanded into explicit LSC / design settings (a copy; ``run`` itself
-    when ``stable`` is ``"none"``). ``info`` (the task) lets a spiking net check that Condition II has a solution
+    when ``stable`` is ``"off"``). ``info`` (the task) lets a spiking net check that Condition II has a solution
     there (a trial build; the global RNG is left as it was)."""
     stable = run.train.stable
-    if stable == "none":
+    if stable == "off":
         return run
     if stable != "auto":
-        raise ValueError(f"unknown train.stable {stable!r}; choose none or auto")
+        raise ValueError(f"unknown train.stable {stable!r}; choose off or auto")
     if run.model.cell == "ffn":
         raise ValueError("--stable auto is for recurrent nets; for an FFN use --lsc 1.0 (one path per layer)")
     lsc = run.lsc if run.lsc is not None else LSCConfig()
