@@ -10,21 +10,26 @@ from .diagnostics import firing_rates, gradient_grid
 from .dynamics.capacity import information_processing_capacity
 from .dynamics.lyapunov import flossing_loss, lyapunov_spectrum
 from .dynamics.memory import DynamicsConfig, dynamics_profile, memory_capacity, readout_scaling
+from .inits import chrono_init_, lsuv_init_, recurrent_init_
+from .lsc.activity import ActivityReport, guard_activity
 from .lsc.config import LSCConfig
 from .lsc.pretrain import LSCReport, lsc_pretrain
 from .lsc.radii import radii_over_time
+from .lsc.theory import theory_targets
 from .models import FFN, DeepRNN, ModelConfig, build_model
 from .snn.conditions import TaskStats
 from .snn.design import DesignConfig, apply_design_, design_model, stability_design
 from .snn.fluctuation_init import fluctuation_init_
 from .sweep import SweepSpec, load_spec, load_sweep, run_sweep, write_report
 from .train import LoadedRun, RunConfig, TrainConfig, fit, load_run
+from .train.stable import resolve_stable
 
 __version__ = "0.1.0"
 
 __all__ = [
     "FFN",
     "ALIFCell",
+    "ActivityReport",
     "Cell",
     "DataConfig",
     "DeepRNN",
@@ -47,6 +52,7 @@ __all__ = [
     "apply_design_",
     "build_model",
     "check_cell",
+    "chrono_init_",
     "design_model",
     "dynamics_profile",
     "firing_rates",
@@ -54,18 +60,23 @@ __all__ = [
     "flossing_loss",
     "fluctuation_init_",
     "gradient_grid",
+    "guard_activity",
     "information_processing_capacity",
     "load_run",
     "load_spec",
     "load_sweep",
     "load_task",
     "lsc_pretrain",
+    "lsuv_init_",
     "lyapunov_spectrum",
     "memory_capacity",
     "radii_over_time",
     "readout_scaling",
+    "recurrent_init_",
+    "resolve_stable",
     "run_sweep",
     "stability_design",
     "surrogate",
+    "theory_targets",
     "write_report",
 ]
