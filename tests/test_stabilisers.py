@@ -330,8 +330,28 @@ def test_train_stable_auto_from_the_command_line(capsys, tmp_path):
     assert e.value.code in (0, None), capsys.readouterr().err
     run_dir = tmp_path / "auto"
     cfg = json.loads((run_dir / "config.json").read_text())
-    # digits' pixel rows at threshold 1 leave Condition II without a solution: auto falls back to I + III
+    # digits' pixel rows at threshold 1 leave Condition II without a solution for a 2x8 ALIF: auto adds no condition
     assert cfg["model"]["conditions"] == list(FALLBACK_CONDITIONS) and cfg["lsc"]["target"] == "theory"
     report = json.loads((run_dir / "lsc_report.json").read_text())
     want = theory_targets(2, 8)
     assert report["target"]["time"] == pytest.approx(want["time"]) and "activity" in report
+
+
+# --- the benchmark specs ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name,runs", [("stability_bench_quick", 162), ("stability_bench_full", 1134),
+                                       ("stability_calibration", 20)])
+def test_stability_benchmark_specs_expand_to_valid_runs(name, runs):
+    from pathlib import Path
+
+    from stablernn.sweep import load_spec
+    from stablernn.sweep.runner import expand
+
+    spec = load_spec(Path(__file__).resolve().parents[1] / "experiments" / f"{name}.toml")
+    got = expand(spec)
+    assert len(got) == runs
+    auto = [r for r in got if r.config.train.stable == "auto"]
+    assert auto and all(r.config.lsc is not None and r.config.model.layers > 1 for r in auto)
+    # every stabiliser arm is compared with a 1-layer default net of its cell on the same task
+    shallow = {(r.config.model.cell, r.config.data.task, r.config.data.seq_len) for r in got
+               if r.config.model.layers == 1}
+    assert all((r.config.model.cell, r.config.data.task, r.config.data.seq_len) in shallow for r in got)

@@ -53,7 +53,7 @@ class TrainConfig:
     flossing_target: float = 0.0
     init_from: str | None = None  # a checkpoint / weights file to start from (e.g. written by `stablernn pretrain`)
     # issue 16: one switch for a stable start (train/stable.py): "auto" = LSC to the theory targets with the activity
-    # guard, plus Conditions I-III for LIF/ALIF; "off" = the run's own settings only ("off", not "none": a sweep reads
+    # guard, plus Conditions I+II for LIF/ALIF; "off" = the run's own settings only ("off", not "none": a sweep reads
     # "none" as None)
     stable: Literal["off", "auto"] = "off"
 
