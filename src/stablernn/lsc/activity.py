@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..cells.base import is_spiking
+from ..cells.base import HasOutput, is_spiking
 from ..models import as_stack, eval_mode
 
 
@@ -104,6 +104,27 @@ def refit_rates_(model: Any, xs: Sequence[Tensor], layers: Sequence[int], goal: 
     return step
 
 
+def activity_penalty(model: Any, states: Sequence[Any], activity: tuple[float, float] | None) -> Tensor | None:
+    """A term for the LSC loss that keeps each spiking layer's firing rate inside ``activity = (low, high)`` while
+    the radii are fitted: ``Σ_l relu(1 - r_l / (2·low))² + relu((r_l - high) / (1 - high))²`` over spiking layers,
+    ``r_l`` the mean spike of this step's state (``states`` from the LSC step, carrying gradient; the spike's
+    surrogate derivative carries it back). Relative, so a silent layer costs 1 whatever ``low`` is. ``None`` when
+    the guard is off or no layer spikes."""
+    if activity is None:
+        return None
+    low, high = (float(v) for v in activity)
+    stack = as_stack(model)
+    terms = []
+    for cell, st in zip(stack.cells, states, strict=True):
+        if not is_spiking(cell) or not isinstance(cell, HasOutput):
+            continue
+        r = cell.output(st).mean()
+        under = torch.relu(1.0 - r / (2.0 * low)) if low > 0 else r.new_zeros(())
+        over = torch.relu((r - high) / (1.0 - high)) if high < 1 else r.new_zeros(())
+        terms.append(under**2 + over**2)
+    return torch.stack(terms).sum() if terms else None
+
+
 @dataclass
 class ActivityReport:
     """Firing rates of the spiking layers around LSC. ``before``/``after_lsc``/``final``: rate per layer (``None``
@@ -174,4 +195,4 @@ def guard_activity(model: Any, xs: Sequence[Tensor], activity: tuple[float, floa
     return report
 
 
-__all__ = ["ActivityReport", "check_activity", "guard_activity", "refit_rates_", "spiking_rates"]
+__all__ = ["ActivityReport", "activity_penalty", "check_activity", "guard_activity", "refit_rates_", "spiking_rates"]

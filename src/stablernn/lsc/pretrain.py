@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from ..models import detach_states, eval_mode
-from .activity import check_activity, guard_activity, spiking_rates
+from .activity import activity_penalty, check_activity, guard_activity, spiking_rates
 from .config import FAMILIES, LSCConfig
 from .measures import Transition, transition_measure
 from .radii import batch_x, radii_over_time
@@ -390,6 +390,9 @@ def lsc_pretrain(model: nn.Module, batches: Any, config: LSCConfig | None = None
                     states = detach_states(new_states) if new_states is not None else None
                     continue
                 loss = torch.stack([((r - targets[tr.family]) ** 2).mean() for tr, r in terms]).mean()
+                if rates_before is not None and new_states is not None:  # issue 16: keep spiking layers active
+                    rate_term = activity_penalty(model, new_states, cfg.activity)
+                    loss = loss + rate_term if rate_term is not None else loss
                 if not torch.isfinite(loss):
                     stop_reason = (f"non-finite LSC loss at step {step}; restored the best weights "
                                    f"(step {tracker.best_step})")
