@@ -14,7 +14,14 @@ from stablernn.cells import ALIFCell, ElmanCell, GRUCell, LSTMCell, check_cell, 
 from stablernn.cells.fast_gated import gru_cell_sequence, lstm_cell_sequence
 from stablernn.data import DataConfig, load_task
 from stablernn.inits import chrono_init_, init_model_, lsuv_init_, recurrent_init_
-from stablernn.lsc.activity import ActivityReport, check_activity, guard_activity, refit_rates_, spiking_rates
+from stablernn.lsc.activity import (
+    ActivityReport,
+    activity_penalty,
+    check_activity,
+    guard_activity,
+    refit_rates_,
+    spiking_rates,
+)
 from stablernn.lsc.config import LSCConfig
 from stablernn.lsc.pretrain import LSCReport, lsc_pretrain, resolve_targets
 from stablernn.lsc.theory import log10_gradient_bound, theory_targets
@@ -287,6 +294,20 @@ def test_guard_off_for_nets_without_spikes_and_refit_checks(digits):
     assert refit_rates_(alif, [_x(digits, 4)], [], 0.1) == 0
     with pytest.raises(ValueError, match=r"goal firing rate must lie in \(0, 1\)"):
         refit_rates_(alif, [_x(digits, 4)], [0], 1.5)
+
+
+def test_activity_penalty_costs_one_per_silent_layer_and_nothing_in_range(digits):
+    from stablernn.cells import ALIFState
+
+    m = _alif(digits)
+    B, n = 4, 16
+    silent = [ALIFState(torch.zeros(B, n), torch.zeros(B, n), torch.zeros(B, n)) for _ in range(2)]
+    busy = [ALIFState(torch.zeros(B, n), torch.zeros(B, n), (torch.rand(B, n) < 0.3).float()) for _ in range(2)]
+    assert float(activity_penalty(m, silent, (0.01, 0.9))) == pytest.approx(2.0)
+    assert float(activity_penalty(m, busy, (0.01, 0.9))) == 0.0
+    saturated = [ALIFState(torch.zeros(B, n), torch.zeros(B, n), torch.ones(B, n)) for _ in range(2)]
+    assert float(activity_penalty(m, saturated, (0.01, 0.9))) == pytest.approx(2.0)
+    assert activity_penalty(m, silent, None) is None
 
 
 @pytest.mark.parametrize("bad", [(0.5, 0.1), (0.1,), "x", (-0.1, 0.5)])

@@ -5,10 +5,12 @@ A spiking layer's Jacobians pass through its surrogate derivative at ``v - ϑ``;
 threshold, where that derivative is small, so "radius at most the target" can be met by silence — measured: a 4-layer
 ALIF after LSC to 0.5 on a 100-step memory task fired at rate 0.0 throughout training (issue 16). The guard:
 
-1. :func:`spiking_rates` before and after LSC (mean spike rate per spiking layer over the LSC batches);
-2. :func:`guard_activity`: every spiking layer whose rate after LSC is outside ``(low, high)`` (default 1% and 90%)
-   gets its per-neuron bias refitted (:func:`refit_rates_`, the initial-rate fit of paper B, arXiv:2202.00282,
-   Sec. 4 / Fig. 3, restricted to those layers) to the geometric mean of the bounds, and the
+1. :func:`activity_penalty`, a rate term added to the LSC loss on every step, so the radii are fitted while the
+   layers keep firing;
+2. :func:`spiking_rates` before and after LSC (mean spike rate per spiking layer over the LSC batches);
+3. :func:`guard_activity`, the backstop: every spiking layer whose rate after LSC is outside ``(low, high)``
+   (default 1% and 90%) gets its per-neuron bias refitted (:func:`refit_rates_`, the initial-rate fit of paper B,
+   arXiv:2202.00282, Sec. 4 / Fig. 3, restricted to those layers) to the geometric mean of the bounds, and the
    :class:`ActivityReport` says which layers LSC had silenced or saturated. The radii LSC reports after pre-training
    are measured after the refit, so they are the radii of the network that trains.
 
