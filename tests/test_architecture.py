@@ -16,6 +16,7 @@ LAYERS: dict[str, int] = {
     "io": 0, "optim": 0, "figures": 0, "surrogate": 0, "data": 0, "fields": 0, "errors": 0,
     "cells": 1,
     "snn": 2,  # the stability conditions read cells only, so the one builder (models) can apply them
+    "inits": 2.5,  # recurrent / chrono / LSUV inits read cells only, so the one builder (models) can apply them
     "models": 3,
     "adapters": 4, "export": 4,
     "lsc": 5, "dynamics": 5,

@@ -53,7 +53,9 @@ def _assert_reached(rep: LSCReport, tol: float = 0.05) -> None:
 @pytest.mark.parametrize("kind", ["gru", "lif", "alif", "lru", pytest.param("lstm", marks=pytest.mark.slow)])
 def test_lsc_reaches_target_small(kind, digits):
     model = _model(kind, 2, 16)
-    rep = lsc_pretrain(model, _batches(digits), lr=2e-2, max_steps=300, progress=False)
+    # the radius mechanics alone: with the activity guard on (the default) a LIF/ALIF keeps firing and then cannot
+    # bring its encoder radius to 0.5 (tests/test_stabilisers.py covers the guarded behaviour)
+    rep = lsc_pretrain(model, _batches(digits), lr=2e-2, max_steps=300, progress=False, activity=None)
     assert rep.target == {"time": 0.5, "depth": 0.5, "encoder": 0.5, "decoder": 1.0}
     assert rep.stop_reason.startswith("converged"), rep.stop_reason
     _assert_reached(rep)
@@ -62,7 +64,9 @@ def test_lsc_reaches_target_small(kind, digits):
 @pytest.mark.parametrize("kind", KINDS)
 def test_lsc_smoke_every_kind(kind, digits):
     model = _model(kind, 2, 8)
-    rep = lsc_pretrain(model, _batches(digits, 1), lr=2e-2, max_steps=24, progress=False, measure_steps=2)
+    # activity=None: the radius loss alone (the guard's rate term is tested in tests/test_stabilisers.py)
+    rep = lsc_pretrain(model, _batches(digits, 1), lr=2e-2, max_steps=24, progress=False, measure_steps=2,
+                       activity=None)
     assert rep.steps == 24 and set(rep.target) == {"time", "depth", "encoder", "decoder"}
     assert all(math.isfinite(v) for vals in rep.after.values() for v in vals)
     losses = [h["loss"] for h in rep.history]
@@ -76,7 +80,7 @@ def test_time_radius_needs_the_time_constant_rescaling(kind, digits):
     runs = {}
     for rescale in (False, True):
         rep = lsc_pretrain(_model(kind, 2, 16), _batches(digits), lr=2e-2, max_steps=300, progress=False,
-                           measure_steps=4, rescale_time=rescale)
+                           measure_steps=4, rescale_time=rescale, activity=None)  # the rescaling alone
         runs[rescale] = rep.mean_after("time")
     assert runs[False] > 0.75, runs
     assert abs(runs[True] - 0.5) < 0.05, runs

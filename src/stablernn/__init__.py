@@ -27,11 +27,14 @@ from .dynamics.lyapunov import flossing_loss, lyapunov_spectrum
 from .dynamics.memory import DynamicsConfig, dynamics_profile, memory_capacity, readout_scaling
 from .errors import MissingDependencyError, NonFiniteError, RunBusyError
 from .export import export_nir
+from .inits import chrono_init_, lsuv_init_, recurrent_init_
 from .io import RunLock, is_locked
+from .lsc.activity import ActivityReport, guard_activity
 from .lsc.config import LSCConfig
 from .lsc.measures import WarmState, warm_norm, warm_radius
 from .lsc.pretrain import LSCReport, lsc_pretrain
 from .lsc.radii import radii_over_time
+from .lsc.theory import theory_targets
 from .models import FFN, DeepRNN, ModelConfig, build_model
 from .snn.conditions import TaskStats
 from .snn.design import DesignConfig, apply_design_, design_model, stability_design
@@ -39,12 +42,14 @@ from .snn.fluctuation_init import fluctuation_init_
 from .sweep import SweepSpec, load_spec, load_sweep, run_sweep, write_report
 from .train import DivergenceWarning, LoadedRun, RunConfig, TrainConfig, fit, load_run
 from .train.losses import local_losses
+from .train.stable import resolve_stable
 
 __version__ = "0.1.0"
 
 __all__ = [
     "FFN",
     "ALIFCell",
+    "ActivityReport",
     "Cell",
     "DataConfig",
     "DecolleCell",
@@ -79,6 +84,7 @@ __all__ = [
     "build_model",
     "can_adapt",
     "check_cell",
+    "chrono_init_",
     "design_model",
     "dynamics_profile",
     "export_nir",
@@ -88,6 +94,7 @@ __all__ = [
     "flossing_loss",
     "fluctuation_init_",
     "gradient_grid",
+    "guard_activity",
     "information_processing_capacity",
     "is_locked",
     "load_run",
@@ -97,13 +104,17 @@ __all__ = [
     "local_losses",
     "low_rank_sparse_",
     "lsc_pretrain",
+    "lsuv_init_",
     "lyapunov_spectrum",
     "memory_capacity",
     "radii_over_time",
     "readout_scaling",
+    "recurrent_init_",
+    "resolve_stable",
     "run_sweep",
     "stability_design",
     "surrogate",
+    "theory_targets",
     "warm_norm",
     "warm_radius",
     "write_report",

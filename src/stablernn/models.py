@@ -36,6 +36,7 @@ from .cells.rnn import Activation, activation_fn
 from .cells.spiking import default_tau_adapt
 from .data.base import TaskInfo
 from .fields import check_fields, option, require
+from .inits import init_model_
 from .snn.conditions import CONDITIONS, Condition  # noqa: F401  (CONDITIONS: re-exported with the config)
 from .snn.design import DesignConfig, apply_design_, design_model
 from .snn.stats import task_stats
@@ -310,6 +311,9 @@ CellKind = Literal["lstm", "gru", "relu_rnn", "sigmoid_rnn", "tanh_rnn", "swish_
 CELL_KINDS: tuple[str, ...] = typing.get_args(CellKind)
 # kinds whose recurrence is a weight matrix ``weight_hh`` (the low-rank + sparse option applies to them)
 MATRIX_RECURRENT_KINDS: tuple[str, ...] = tuple(k for k in CELL_KINDS if k not in ("lru", "reslru", "ffn"))
+# the classic cells the stabilisers of stablernn.inits (rec_init, layer_norm) apply to
+CLASSIC_KINDS: tuple[str, ...] = ("lstm", "gru", "relu_rnn", "sigmoid_rnn", "tanh_rnn", "swish_rnn")
+RecInit = Literal["default", "orthogonal", "identity"]
 # paper B (arXiv:2202.00282): Conditions I-IV, plus the fitted tail q of q-PseudoSpike (docs/surrogates.md)
 FFNActivation = Literal[Activation, "sin", "cos", "linear"]
 FFNInit = Literal["glorot", "he", "orthogonal"]
@@ -361,6 +365,16 @@ class ModelConfig:
     # StableSSM (Wang & Li 2023, arXiv:2311.14495): how the LRU's eigenvalue moduli are parameterised
     reparam: Reparam = option("exp", "[lru, reslru] eigenvalue modulus map: exp = exp(-exp(nu)), softplus, or "
                               "the paper's best")
+    # the stabilisers users use today (stablernn.inits), side by side with LSC
+    rec_init: RecInit = option("default", "[elman, gru, lstm] recurrent matrix: the cell's own, orthogonal per gate "
+                               "block, or identity (IRNN, arXiv:1504.00941)")
+    chrono: bool = option(False, "[lstm, gru] chrono init of the gate biases (arXiv:1804.11188)")
+    chrono_t_max: float | None = option(None, "[lstm, gru] longest memory chrono init aims at, in steps (None: the "
+                                        "task's sequence length)")
+    layer_norm: bool = option(False, "[elman, gru, lstm] layer norm inside the cell (the fused kernels then fall "
+                              "back to the step loop)")
+    lsuv: bool = option(False, "LSUV data-dependent scaling of every layer's input weights (arXiv:1511.06422), "
+                        "applied by train before LSC")
 
     def __post_init__(self) -> None:
         validate_model_config(self)
@@ -397,6 +411,20 @@ def validate_model_config(cfg: ModelConfig) -> None:
     require(0.0 < cfg.recurrent_density <= 1.0, f"recurrent_density must be in (0, 1], got {cfg.recurrent_density}")
     require(cfg.recurrent_radius is None or cfg.recurrent_radius >= 0.0,
             f"recurrent_radius must be >= 0 (None: the dense init's radius), got {cfg.recurrent_radius}")
+    classic = CLASSIC_KINDS
+    if cfg.rec_init != "default" and cfg.cell not in classic:
+        raise ValueError(f"rec_init={cfg.rec_init!r} applies to {', '.join(classic)}, not to cell {cfg.cell!r}; "
+                         "use rec_init='default'")
+    if cfg.chrono and cfg.cell not in ("lstm", "gru"):
+        raise ValueError(f"chrono init applies to lstm and gru, not to cell {cfg.cell!r}; set chrono=False")
+    if cfg.chrono_t_max is not None and not cfg.chrono_t_max > 2:
+        raise ValueError(f"chrono_t_max must be > 2 steps (or None for the task's seq_len), got {cfg.chrono_t_max}")
+    if cfg.layer_norm and cfg.cell not in classic:
+        raise ValueError(f"layer_norm applies to {', '.join(classic)}, not to cell {cfg.cell!r}; set "
+                         "layer_norm=False")
+    if cfg.lsuv and cfg.cell in ("lru", "reslru", "ffn"):
+        raise ValueError(f"lsuv scales input weights (weight_ih), which cell {cfg.cell!r} does not have; set "
+                         "lsuv=False")
 
 
 def make_cell(cfg: ModelConfig, input_size: int, hidden_size: int, seq_len: int = 100) -> nn.Module:
@@ -414,11 +442,12 @@ def _make_base_cell(cfg: ModelConfig, input_size: int, hidden_size: int, seq_len
     if kind in ("ligru", "ligru_stable"):
         return LiGRUCell(input_size, hidden_size, stable=kind == "ligru_stable")
     if kind == "lstm":
-        return LSTMCell(input_size, hidden_size)
+        return LSTMCell(input_size, hidden_size, layer_norm=cfg.layer_norm)
     if kind == "gru":
-        return GRUCell(input_size, hidden_size)
+        return GRUCell(input_size, hidden_size, layer_norm=cfg.layer_norm)
     if kind.endswith("_rnn"):
-        return ElmanCell(input_size, hidden_size, activation=kind[: -len("_rnn")])  # type: ignore[arg-type]
+        return ElmanCell(input_size, hidden_size, activation=kind[: -len("_rnn")],  # type: ignore[arg-type]
+                         layer_norm=cfg.layer_norm)
     if kind in ("lif", "alif", "decolle", "spiking_lstm"):
         from .surrogate import get
 
@@ -460,7 +489,7 @@ def build_model(cfg: ModelConfig, task: TaskInfo | None = None, *, input_size: i
     output_size = int(output_size if output_size is not None else task.output_size)
     seq_len = int(seq_len if seq_len is not None else (task.seq_len if task is not None else 100))
     tokens = bool(tokens if tokens is not None else (task is not None and task.input_kind == "tokens"))
-    model = _architecture(cfg, input_size, output_size, seq_len, tokens)
+    model = init_model_(_architecture(cfg, input_size, output_size, seq_len, tokens), cfg, seq_len)
     if cfg.conditions:
         if task is None:
             raise ValueError(f"conditions {list(cfg.conditions)} need the task's input statistics: pass the task "

@@ -24,13 +24,22 @@ class LSTMCell(Cell):
 
     i, f, g, o = split(x W_ih^T + b_ih + h W_hh^T + b_hh); c' = σ(f) c + σ(i) tanh(g); h' = σ(o) tanh(c').
     The stability state is ``[h, c]`` (``[B, 2H]``): the cell state is part of the time transition.
+
+    ``layer_norm``: the input and recurrent contributions of each gate are normalised separately over the H units,
+    and so is ``c'`` before its tanh (Ba et al. 2016, arXiv:1607.06450, Sec. 3.1 / A.1); the step loop then runs
+    (PyTorch's fused kernel has no layer norm).
     """
 
-    def __init__(self, input_size: int, hidden_size: int, forget_bias: float = 1.0, *, fast: bool = True):
+    def __init__(self, input_size: int, hidden_size: int, forget_bias: float = 1.0, *, fast: bool = True,
+                 layer_norm: bool = False):
         super().__init__(input_size, hidden_size)
         self.fast = bool(fast)  # forward_sequence through PyTorch's fused kernel (fast_gated.py)
         H = hidden_size
         _gate_parameters(self, 4)
+        _layer_norm_parameters(self, 4, layer_norm)
+        if self.layer_norm:
+            self.ln_c_gain = nn.Parameter(torch.ones(H))
+            self.ln_c_bias = nn.Parameter(torch.zeros(H))
         with torch.no_grad():
             self.bias_ih[H:2 * H] = forget_bias
 
@@ -40,10 +49,11 @@ class LSTMCell(Cell):
 
     def forward(self, x: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
         check_input(self, x)
-        gates = F.linear(x, self.weight_ih, self.bias_ih) + F.linear(state.h, self.weight_hh, self.bias_hh)
-        i, f, g, o = gates.chunk(4, dim=-1)
+        gi, gh = _gate_inputs(self, x, state.h, 4)
+        i, f, g, o = (gi + gh).chunk(4, dim=-1)
         c = torch.sigmoid(f) * state.c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
+        c_out = F.layer_norm(c, (self.hidden_size,), self.ln_c_gain, self.ln_c_bias) if self.layer_norm else c
+        h = torch.sigmoid(o) * torch.tanh(c_out)
         return h, LSTMState(h, c)
 
     def forward_sequence(self, x: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
@@ -67,17 +77,20 @@ class GRUCell(HiddenStateCell):
 
     r = σ(x W_ir + b_ir + h W_hr + b_hr); z = σ(x W_iz + b_iz + h W_hz + b_hz);
     n = tanh(x W_in + b_in + r ⊙ (h W_hn + b_hn)); h' = (1 - z) ⊙ n + z ⊙ h.
+
+    ``layer_norm``: the input and recurrent contributions of each gate are normalised separately over the H units
+    before their biases (Ba et al. 2016, arXiv:1607.06450, Sec. 3.1); the step loop then runs.
     """
 
-    def __init__(self, input_size: int, hidden_size: int, *, fast: bool = True):
+    def __init__(self, input_size: int, hidden_size: int, *, fast: bool = True, layer_norm: bool = False):
         super().__init__(input_size, hidden_size)
         self.fast = bool(fast)  # forward_sequence through PyTorch's fused kernel (fast_gated.py)
         _gate_parameters(self, 3)
+        _layer_norm_parameters(self, 3, layer_norm)
 
     def forward(self, x: Tensor, state: HState) -> tuple[Tensor, HState]:
         check_input(self, x)
-        gi = F.linear(x, self.weight_ih, self.bias_ih)
-        gh = F.linear(state.h, self.weight_hh, self.bias_hh)
+        gi, gh = _gate_inputs(self, x, state.h, 3)
         i_r, i_z, i_n = gi.chunk(3, dim=-1)
         h_r, h_z, h_n = gh.chunk(3, dim=-1)
         r = torch.sigmoid(i_r + h_r)
@@ -104,9 +117,35 @@ def _gate_parameters(cell: Cell, gates: int) -> None:
     orthogonal_blocks_(cell.weight_hh, gates)
 
 
+def _layer_norm_parameters(cell: Cell, gates: int, on: bool) -> None:
+    """Per-gate gains (start 1) of the input and recurrent contributions when ``on``; none otherwise, so a cell
+    without layer norm keeps exactly the fused kernel's parameters."""
+    cell.layer_norm = bool(on)
+    if cell.layer_norm:
+        cell.ln_ih_gain = nn.Parameter(torch.ones(gates * cell.hidden_size))
+        cell.ln_hh_gain = nn.Parameter(torch.ones(gates * cell.hidden_size))
+
+
+def _gate_norm(a: Tensor, gain: Tensor, gates: int) -> Tensor:
+    """Layer norm of each gate's block of ``a [B, gates*H]`` over its H units, times the gain."""
+    blocks = a.unflatten(-1, (gates, -1))
+    return F.layer_norm(blocks, blocks.shape[-1:]).flatten(-2) * gain
+
+
+def _gate_inputs(cell: Any, x: Tensor, h: Tensor, gates: int) -> tuple[Tensor, Tensor]:
+    """``(x W_ih^T + b_ih, h W_hh^T + b_hh)`` ``[B, gates*H]`` each, each contribution layer-normed per gate
+    before its bias when the cell has ``layer_norm``."""
+    if not cell.layer_norm:
+        return F.linear(x, cell.weight_ih, cell.bias_ih), F.linear(h, cell.weight_hh, cell.bias_hh)
+    gi = _gate_norm(F.linear(x, cell.weight_ih), cell.ln_ih_gain, gates) + cell.bias_ih
+    gh = _gate_norm(F.linear(h, cell.weight_hh), cell.ln_hh_gain, gates) + cell.bias_hh
+    return gi, gh
+
+
 def _fused_or_loop(cell: Cell, owner: type, fused: Any, x: Tensor, state: Any) -> tuple[Tensor, Any]:
-    """The fused kernel when the cell allows it (``fast``) and its step is ``owner``'s own (a subclass that
-    changes the step must not be run through a kernel that ignores the change); else the step loop."""
-    if cell.fast and type(cell).forward is owner.forward:
+    """The fused kernel when the cell allows it (``fast``), has no layer norm (the kernel has none) and its step is
+    ``owner``'s own (a subclass that changes the step must not be run through a kernel that ignores the change);
+    else the step loop."""
+    if cell.fast and not cell.layer_norm and type(cell).forward is owner.forward:
         return fused(cell, x, state)
     return run_steps(cell, x, state)

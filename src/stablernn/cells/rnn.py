@@ -45,11 +45,19 @@ class HiddenStateCell(Cell):
 
 class ElmanCell(HiddenStateCell):
     """Simple RNN with Keras-like init: glorot-uniform input kernel, orthogonal recurrent kernel,
-    bias U(±sqrt(3/H)) (the papers' code's `rsimplernn` / `ssimplernn`)."""
+    bias U(±sqrt(3/H)) (the papers' code's `rsimplernn` / `ssimplernn`).
 
-    def __init__(self, input_size: int, hidden_size: int, activation: Activation = "tanh"):
+    ``layer_norm``: normalise the summed pre-activation over the H units before the bias and activation,
+    ``h' = act(g ⊙ LN(x W_ih^T + h W_hh^T) + b)`` (Ba et al. 2016, arXiv:1607.06450, Sec. 3.1); ``g`` starts at 1.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, activation: Activation = "tanh", *,
+                 layer_norm: bool = False):
         super().__init__(input_size, hidden_size)
         self.activation = activation
+        self.layer_norm = bool(layer_norm)
+        if self.layer_norm:
+            self.ln_gain = nn.Parameter(torch.ones(hidden_size))
         self._act = activation_fn(activation)
         self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size))
         self.weight_hh = nn.Parameter(torch.empty(hidden_size, hidden_size))
@@ -61,8 +69,13 @@ class ElmanCell(HiddenStateCell):
 
     def forward(self, x: Tensor, state: HState) -> tuple[Tensor, HState]:
         check_input(self, x)
-        h = self._act(F.linear(x, self.weight_ih, self.bias) + F.linear(state.h, self.weight_hh))
+        if self.layer_norm:
+            a = F.linear(x, self.weight_ih) + F.linear(state.h, self.weight_hh)
+            h = self._act(F.layer_norm(a, (self.hidden_size,), self.ln_gain, self.bias))
+        else:
+            h = self._act(F.linear(x, self.weight_ih, self.bias) + F.linear(state.h, self.weight_hh))
         return h, HState(h)
 
     def extra_repr(self) -> str:
-        return f"{self.input_size}, {self.hidden_size}, activation={self.activation}"
+        ln = ", layer_norm=True" if self.layer_norm else ""
+        return f"{self.input_size}, {self.hidden_size}, activation={self.activation}{ln}"

@@ -32,7 +32,7 @@ _COMMON = [
                                            "(default: runs)")),
     inspect.Parameter("lsc", inspect.Parameter.KEYWORD_ONLY, annotation=typing.Optional[str],  # noqa: UP045
                       default=typer.Option(None, "--lsc", help="LSC pre-training target before training: a number "
-                                           "(1.0, 0.5), auto (1 for FFN/single layer, 0.5 deep) or unbalanced")),
+                                           "(1.0, 0.5), auto (1 for FFN/single layer, 0.5 deep), unbalanced, theory")),
     inspect.Parameter("overwrite", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
                       default=typer.Option(False, "--overwrite", help="delete an earlier run of this name (its "
                                            "config, checkpoints, metrics) and start again")),

@@ -18,7 +18,7 @@ Engine = Literal["auto", "exact", "matrix_free", "warm"]
 ENGINES: tuple[str, ...] = typing.get_args(Engine)
 Rectangular = Literal["subsample", "norm"]
 LSCOptimizer = Literal["adabelief_lookahead", "adabelief", "adamw"]
-TargetName = Literal["auto", "unbalanced"]
+TargetName = Literal["auto", "unbalanced", "theory"]
 TARGET_NAMES: tuple[str, ...] = typing.get_args(TargetName)
 
 
@@ -27,7 +27,11 @@ class LSCConfig:
     """LSC pre-training options; checked on construction (``ValueError`` naming the field).
 
     ``target``: a number for every family, ``"auto"`` (1 for feed-forward and single-layer nets, 0.5 for deep
-    recurrent nets), ``"unbalanced"`` (depth L/(L+T), time T/(L+T)), or a dict per family (missing ones: auto).
+    recurrent nets), ``"unbalanced"`` (depth L/(L+T), time T/(L+T)), ``"theory"`` (the split of ρ_t + ρ_l = 1
+    chosen from L and T by ``lsc.theory.theory_targets``), or a dict per family (missing ones: auto).
+
+    ``activity``: the firing-rate range ``(low, high)`` every spiking layer must leave LSC in (``lsc.activity``);
+    a layer outside it gets its bias refitted into the range, and the report says so. ``None`` turns the guard off.
     """
 
     target: float | str | dict[str, float] = option("auto", "target radius: a number, auto (1 for feed-forward "
@@ -81,6 +85,10 @@ class LSCConfig:
     warm_blocks: int = option(12, "warm engine: Krylov blocks per cycle (of 4 vectors: 3 kept + 1 random)")
     warm_min_dim: int = option(128, "warm engine: the exact engine for Jacobians smaller than this (faster there, "
                                "measured)")
+    # LSC can meet a radius by silencing a spiking layer (measured: 3-4 of 4 ALIF layers at rate 0 after LSC 0.5);
+    # lsc/activity.py keeps every spiking layer's rate in this range (None: no guard)
+    activity: tuple[float, float] | None = option((0.01, 0.9), "[spiking] firing-rate range every spiking layer "
+                                                  "keeps through LSC (None: no guard)")
 
     def __post_init__(self) -> None:
         validate_lsc_config(self)
@@ -146,6 +154,20 @@ def validate_lsc_config(cfg: LSCConfig) -> None:
         raise ValueError(f"{_opt('rescale_clip')} must be in (0, 1), got {cfg.rescale_clip}")
     if not 0.0 <= cfg.ema < 1.0:
         raise ValueError(f"{_opt('ema')} must be in [0, 1), got {cfg.ema}")
+    check_activity(cfg.activity)
+
+
+def check_activity(activity: object) -> None:
+    """Raise ``ValueError`` unless ``activity`` is ``None`` or ``(low, high)`` with ``0 <= low < high <= 1``."""
+    if activity is None:
+        return
+    try:
+        low, high = (float(v) for v in activity)
+    except (TypeError, ValueError):
+        raise ValueError(f"LSC activity must be (low, high) firing rates like (0.01, 0.9), or None to turn the "
+                         f"guard off; got {activity!r}") from None
+    if not 0.0 <= low < high <= 1.0:
+        raise ValueError(f"LSC activity needs 0 <= low < high <= 1, got ({low}, {high})")
 
 
 def _opt(name: str) -> str:

@@ -40,6 +40,7 @@ from ..cells.base import ScalesTimeConstants
 from ..data.base import TaskData
 from ..io import atomic_write_json
 from ..models import detach_states, eval_mode
+from .activity import activity_penalty, guard_activity, spiking_rates
 from .config import FAMILIES, Engine, LSCConfig, Measure
 from .measures import Transition, WarmState, transition_measure
 from .radii import batch_x, radii_over_time
@@ -62,6 +63,7 @@ class LSCReport:
     seconds: float
     stop_reason: str
     history: list[dict[str, float]] = field(default_factory=list, repr=False)
+    activity: dict[str, Any] | None = None  # issue 16: lsc.activity.ActivityReport.to_json() (spiking nets)
 
     def mean_after(self, family: str) -> float:
         """Mean over layers of the radius after pre-training."""
@@ -72,9 +74,12 @@ class LSCReport:
 
     def to_json(self) -> dict[str, Any]:
         """The JSON-ready dict of the documented schema (``json.dumps`` it, or use :meth:`save`)."""
-        return {"target": dict(self.target), "before": {k: list(v) for k, v in self.before.items()},
-                "after": {k: list(v) for k, v in self.after.items()}, "steps": int(self.steps),
-                "seconds": float(self.seconds), "stop_reason": self.stop_reason}
+        out = {"target": dict(self.target), "before": {k: list(v) for k, v in self.before.items()},
+               "after": {k: list(v) for k, v in self.after.items()}, "steps": int(self.steps),
+               "seconds": float(self.seconds), "stop_reason": self.stop_reason}
+        if self.activity is not None:
+            out["activity"] = self.activity
+        return out
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> LSCReport:
@@ -82,7 +87,7 @@ class LSCReport:
         if missing:
             raise ValueError(f"not an LSC report: missing keys {sorted(missing)}")
         return cls(dict(d["target"]), dict(d["before"]), dict(d["after"]), int(d["steps"]), float(d["seconds"]),
-                   str(d["stop_reason"]))
+                   str(d["stop_reason"]), activity=d.get("activity"))
 
     def save(self, path: str | Path) -> Path:
         """Write the JSON atomically (:func:`stablernn.io.atomic_write_json`)."""
@@ -107,6 +112,10 @@ class LSCReport:
             per = " ".join(f"{v:.3f}" for v in self.after[fam])
             lines.append(f"{fam:<8} {self.target.get(fam, float('nan')):>6.3f} {self.mean_before(fam):>11.3f} "
                          f"{self.mean_after(fam):>10.3f}  [{per}]")
+        if self.activity is not None:
+            from .activity import ActivityReport
+
+            lines.append(ActivityReport(**self.activity).summary())
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -125,7 +134,8 @@ def resolve_targets(model: Any, config: LSCConfig, seq_len: int | None = None) -
     ``"auto"``: 1 for an FFN or a single-layer recurrent net, 0.5 for a deep one (ρ_time + ρ_depth = 1 keeps the
     binomially many depth x time paths bounded). ``"unbalanced"`` (deep recurrent nets): depth and encoder
     ``L/(L+T)``, time ``T/(L+T)`` with ``T = seq_len``. A number: every family. A dict: per family, the missing
-    ones from ``"auto"``. The decoder gets ``config.decoder_target`` unless a dict names it.
+    ones from ``"auto"``. ``"theory"``: :func:`stablernn.lsc.theory.theory_targets` of L and T (1 for FFNs and single
+    layers). The decoder gets ``config.decoder_target`` unless a dict names it.
     """
     counts = layer_counts(model)
     bad = set(config.families) - set(FAMILIES)
@@ -137,12 +147,12 @@ def resolve_targets(model: Any, config: LSCConfig, seq_len: int | None = None) -
     deep_rnn = not is_ffn(model) and counts["time"] > 1
     auto = 0.5 if deep_rnn else 1.0
     t = config.target
-    if isinstance(t, str) and t not in ("auto", "unbalanced"):
+    if isinstance(t, str) and t not in ("auto", "unbalanced", "theory"):
         try:
             t = float(t)
         except ValueError:
-            raise ValueError(f"LSC target must be a number, 'auto', 'unbalanced' or a dict per family; got {t!r}"
-                             ) from None
+            raise ValueError(f"LSC target must be a number, 'auto', 'unbalanced', 'theory' or a dict per family; "
+                             f"got {t!r}") from None
     out: dict[str, float] = {}
     if isinstance(t, dict):
         unknown = set(t) - set(FAMILIES)
@@ -159,12 +169,19 @@ def resolve_targets(model: Any, config: LSCConfig, seq_len: int | None = None) -
             raise ValueError("target='unbalanced' needs the sequence length T (depth L/(L+T), time T/(L+T))")
         L = counts["time"]
         out = {f: (seq_len / (L + seq_len) if f == "time" else L / (L + seq_len)) for f in fams}
+    elif t == "theory":  # issue 16: the maximin split of rho_t + rho_l = 1 from L and T (lsc/theory.py)
+        from .theory import theory_targets
+
+        if deep_rnn and not seq_len:
+            raise ValueError("target='theory' needs the sequence length T; pass batches shaped [batch, time, ...]")
+        per = theory_targets(counts["time"], seq_len) if deep_rnn else {}  # one path per step: radius 1
+        out = {f: per.get(f, 1.0) for f in fams}
     elif isinstance(t, (int, float)) and not isinstance(t, bool):
         if not t > 0:
             raise ValueError(f"LSC target must be > 0, got {t}")
         out = {f: float(t) for f in fams}
     else:
-        raise ValueError(f"LSC target must be a number, 'auto', 'unbalanced' or a dict per family; got {t!r}")
+        raise ValueError(f"LSC target must be a number, 'auto', 'unbalanced', 'theory' or a dict per family; got {t!r}")
     if "decoder" in out and not isinstance(t, dict):
         out["decoder"] = float(config.decoder_target)
     return out
@@ -299,6 +316,8 @@ class _Run:
     t_i: int = 0
     states: list[Any] | None = None
     steps_x: tuple[Tensor, ...] = ()
+    # spiking layers' rates before LSC when the activity guard is on (lsc/activity.py), else None
+    rates_before: list[float | None] | None = None
 
     def measure_kw(self) -> dict[str, Any]:
         c = self.cfg
@@ -341,10 +360,15 @@ def _measure(run: _Run, trs: list[Transition]) -> list[tuple[Transition, Tensor]
             for tr in trs]
 
 
-def _descend(run: _Run, terms: list[tuple[Transition, Tensor]]) -> tuple[Tensor, list[float]] | str:
+def _descend(run: _Run, terms: list[tuple[Transition, Tensor]], new_states: list[Any] | None
+             ) -> tuple[Tensor, list[float]] | str:
     """One optimiser step on the LSC loss (then the time-constant rescaling): ``(loss, batch-mean radii)``, or the
-    stop reason when the loss is not finite."""
+    stop reason when the loss is not finite. With the activity guard on, a rate term keeps spiking layers active
+    (LSC can otherwise meet a radius by silencing a layer; lsc/activity.py)."""
     loss = torch.stack([((r - run.targets[tr.family]) ** 2).mean() for tr, r in terms]).mean()
+    if run.rates_before is not None and new_states is not None:
+        rate_term = activity_penalty(run.model, new_states, run.cfg.activity)
+        loss = loss + rate_term if rate_term is not None else loss
     if not torch.isfinite(loss):
         return f"non-finite LSC loss at step {run.step}; restored the best weights (step {run.tracker.best_step})"
     run.opt.zero_grad(set_to_none=True)
@@ -383,7 +407,7 @@ def _one_step(run: _Run) -> str | None:
             return f"linear-algebra failures in {run.failures} steps; restored the best weights"
         run.states = detach_states(new_states) if new_states is not None else None
         return None
-    done = _descend(run, terms)
+    done = _descend(run, terms, new_states)
     if isinstance(done, str):
         return done
     loss, radii = done
@@ -441,6 +465,8 @@ def lsc_pretrain(model: nn.Module, batches: Any, config: LSCConfig | None = None
     check_lsc_inputs(xs, is_ffn(model))
     run = _start(model, xs, cfg)
     before = _radii_means(run, xs[0])
+    if cfg.activity is not None and not is_ffn(model):
+        run.rates_before = spiking_rates(model, xs)
     run.tracker.best_state, run.tracker.best_score, run.tracker.best_step = _snapshot(model), math.inf, 0
     stop_reason = f"max_steps ({cfg.max_steps}) reached"
     from tqdm.auto import tqdm
@@ -467,9 +493,11 @@ def lsc_pretrain(model: nn.Module, batches: Any, config: LSCConfig | None = None
         bar.close()
     if run.tracker.best_state is not None:
         model.load_state_dict(run.tracker.best_state)
+    # no spiking layer leaves LSC silent or saturated (the best weights may be a silent state)
+    guard = guard_activity(model, xs, cfg.activity, run.rates_before) if run.rates_before is not None else None
     after = _radii_means(run, xs[0])
     return LSCReport(run.targets, before, after, run.step, round(time.perf_counter() - t0, 3), stop_reason,
-                     run.history)
+                     run.history, activity=guard.to_json() if guard is not None else None)
 
 
 def _rescale_time_constants(stack: Any, transitions: list[Transition], radii: list[float], target: float | None,

@@ -71,6 +71,32 @@ def unbalanced_targets(L: int, T: int) -> dict[str, float]:
     return {"depth": L / (L + T), "time": T / (L + T)}
 
 
+def theory_targets(L: int, T: int, *, grid: int = 199) -> dict[str, float]:
+    """Per-family LSC targets chosen from depth ``L`` and sequence length ``T`` alone (target mode ``"theory"``).
+
+    On the constraint ``ρ_t + ρ_l = 1`` (paper A, arXiv:2308.12075, Sec. 3: the binomially many paths stay bounded),
+    pick the split that maximises the *smallest* path bound from any input step to the last layer,
+    ``min_{Δt = 0..T-1} C(Δt + L-1, Δt) ρ_t^Δt ρ_l^(L-1)`` (:func:`log10_gradient_bound`), searched over ``grid``
+    values of ``ρ_l`` in (0, 1). The ``unbalanced`` split ``ρ_t = T/(L+T)`` is best for the single path length
+    ``Δt = T``, and leaves recent inputs ``ρ_l^(L-1)`` small; this maximin keeps every input step reachable. A single
+    layer has one path per Δt, so its time target is 1 (the FFN/one-layer value). Encoder and decoder edges
+    multiply every path alike, so they keep radius 1.
+
+    Returns ``{"time": ρ_t, "depth": ρ_l, "encoder": 1.0, "decoder": 1.0}`` (depth absent for ``L == 1``).
+    """
+    if L < 1 or T < 1:
+        raise ValueError(f"theory targets need L >= 1 layers and T >= 1 steps, got L={L}, T={T}")
+    if L == 1:
+        return {"time": 1.0, "encoder": 1.0, "decoder": 1.0}
+    dts = np.arange(T)
+    best_rl, best = 0.5, -np.inf
+    for rl in np.linspace(0.0, 1.0, grid + 2)[1:-1]:
+        worst = float(np.min(log10_gradient_bound(dts, L - 1, 1.0 - rl, rl)))
+        if worst > best:
+            best_rl, best = float(rl), worst
+    return {"time": 1.0 - best_rl, "depth": best_rl, "encoder": 1.0, "decoder": 1.0}
+
+
 # --- the PascalRNN toy --------------------------------------------------------------------------------------------
 def pascal_rnn_gradients(rho: float, T: int = 100, L: int = 10) -> np.ndarray:
     """``|dy / dx[t]|`` for ``t = 0..T-1`` of the scalar PascalRNN, by autograd (float64).
@@ -127,6 +153,7 @@ __all__ = [
     "pascal_rnn_gradients",
     "path_count",
     "plot_pascal_rnn",
+    "theory_targets",
     "total_path_weight",
     "unbalanced_targets",
 ]

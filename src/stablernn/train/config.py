@@ -21,6 +21,7 @@ from ..snn.rates import RampKind
 Optimizer = Literal["adamw", "adam", "adabelief", "adabelief_lookahead", "sgd"]
 Schedule = Literal["constant", "cosine", "linear"]
 SequenceLoss = Literal["mean_logits", "last", "per_step"]
+StableMode = Literal["off", "auto"]
 
 
 @dataclass
@@ -63,6 +64,9 @@ class TrainConfig:
     # DECOLLE (Kaiser et al. 2020, arXiv:1811.10766): per-layer local losses through fixed random readouts
     local_loss: float = option(0.0, "weight of DECOLLE-style per-layer local losses through fixed random readouts "
                                "(0: off); with --cell decolle no error crosses layers")
+    # one switch for a stable start (train/stable.py); "off", not "none": a sweep reads "none" as None
+    stable: StableMode = option("off", "auto: LSC to the depth x time theory targets with the activity guard, plus "
+                                "Conditions I+II for LIF/ALIF where they have a root; off: the run's own settings")
 
     def __post_init__(self) -> None:
         validate_train_config(self)

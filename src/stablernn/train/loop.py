@@ -41,6 +41,7 @@ from ..models import DeepRNN, build_model, detach_states
 from ..optim import lr_factor, make_optimizer, set_lr
 from .config import RunConfig
 from .losses import LocalLoss, MetricSum, score_key, task_loss
+from .stable import lsuv_for_run, resolve_stable
 
 
 class DivergenceWarning(RuntimeWarning):
@@ -253,6 +254,7 @@ def fit(run: RunConfig, *, data: TaskData | None = None, model: nn.Module | None
         torch.set_num_threads(tc.threads)
     seed_everything(tc.seed)
     data = data if data is not None else load_task(run.data)
+    run = resolve_stable(run, data.info)  # --stable auto -> explicit LSC / design settings (train/stable.py)
     model = model if model is not None else build_for_task(run, data.info)
     if tc.init_from:
         load_weights_into(model, load_state_dict_from(tc.init_from), f"--init-from {tc.init_from}")
@@ -469,6 +471,7 @@ def _pretrain(run: RunConfig, model: nn.Module, data: TaskData, device: torch.de
     report (None without LSC). Writes nothing: the caller does, once it succeeded."""
     rows: list[dict[str, Any]] = []
     report = None
+    rows.extend(lsuv_for_run(run, model, data.train, device))  # LSUV (ModelConfig.lsuv), before LSC
     if run.lsc is not None:
         from ..lsc.pretrain import lsc_pretrain
 

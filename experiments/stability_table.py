@@ -1,0 +1,136 @@
+"""Tables and a figure of the stability benchmark: one row per (cell, depth, stabiliser arm), one column per task.
+
+Reads the run directories that ``stablernn sweep experiments/stability_*.toml`` wrote (``config.json``,
+``final.json``, ``lsc_report.json``), names each run's arm from its config, and prints a markdown table of test
+accuracy (mean ± sd over seeds, n = seeds), training seconds, LSC seconds and, for spiking nets, the test firing rate
+and the layers LSC had silenced; ``--figure`` draws the accuracies as grouped bars.
+
+    python experiments/stability_table.py runs/stability_calibration runs/stability_calibration_b \
+        --figure docs/figures/results_stability_calibration.png
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+
+def arm_of(cfg: dict[str, Any]) -> str:
+    """The stabiliser a run's config switched on ("default" when none)."""
+    m, t, lsc = cfg["model"], cfg["train"], cfg.get("lsc")
+    if t.get("stable") == "auto":
+        return "--stable auto"
+    for flag, name in (("chrono", "chrono"), ("layer_norm", "layer norm"), ("lsuv", "LSUV")):
+        if m.get(flag):
+            return name
+    if m.get("rec_init") == "identity":
+        return "IRNN"
+    if lsc:
+        return f"LSC {lsc['target']}"
+    if m.get("conditions"):
+        return "conditions " + "+".join(m["conditions"])
+    if t.get("init_rate") is not None:
+        return f"rate fit {t['init_rate']:g}"
+    if t.get("clip_norm") is None:
+        return "no clipping"
+    if t.get("flossing_weight"):
+        return "flossing"
+    return "default"
+
+
+def collect(roots: list[Path]) -> dict[tuple[str, int, str], dict[str, list[dict[str, Any]]]]:
+    rows: dict[tuple[str, int, str], dict[str, list[dict[str, Any]]]] = {}
+    for root in roots:
+        for final in sorted(root.glob("*/final.json")):
+            run = final.parent
+            cfg = json.loads((run / "config.json").read_text())
+            res = json.loads(final.read_text())
+            task = f"{cfg['data']['task']} T={cfg['data']['seq_len']}"
+            rec: dict[str, Any] = {"acc": res.get("test_acc"), "seconds": res.get("seconds"),
+                                   "rate": res.get("test_rate")}
+            report = run / "lsc_report.json"
+            if report.exists():
+                r = json.loads(report.read_text())
+                rec["lsc_seconds"] = r["seconds"]
+                rec["silenced"] = (r.get("activity") or {}).get("silenced")
+            key = (cfg["model"]["cell"], int(cfg["model"]["layers"]), arm_of(cfg))
+            rows.setdefault(key, {}).setdefault(task, []).append(rec)
+    return rows
+
+
+def _cell(recs: list[dict[str, Any]]) -> str:
+    accs = [100 * r["acc"] for r in recs if r["acc"] is not None]
+    if not accs:
+        return "-"
+    text = f"{statistics.mean(accs):.1f}" + (f" ± {statistics.stdev(accs):.1f}" if len(accs) > 1 else "")
+    secs = sum(r["seconds"] or 0 for r in recs) / len(recs)
+    lsc = [r["lsc_seconds"] for r in recs if "lsc_seconds" in r]
+    text += f" ({secs:.0f} s" + (f" + LSC {sum(lsc) / len(lsc):.0f} s" if lsc else "") + ")"
+    rates = [r["rate"] for r in recs if r.get("rate") is not None]
+    if rates:
+        text += f", rate {statistics.mean(rates):.3f}"
+    silenced = [r["silenced"] for r in recs if r.get("silenced")]
+    if silenced:
+        text += f", LSC silenced {silenced[0]}"
+    return text
+
+
+def table(rows: dict[tuple[str, int, str], dict[str, list[dict[str, Any]]]]) -> str:
+    tasks = sorted({t for per in rows.values() for t in per}, key=lambda t: (t.split()[0], int(t.split("=")[1])))
+    n = max(len(v) for per in rows.values() for v in per.values())
+    lines = ["| net | depth | arm | " + " | ".join(tasks) + " |", "|---|---:|---|" + "---|" * len(tasks)]
+    for cell, depth, arm in sorted(rows, key=lambda k: (k[0], k[1], k[2] != "default", k[2])):
+        per = rows[(cell, depth, arm)]
+        lines.append(f"| {cell} | {depth} | {arm} | " + " | ".join(_cell(per.get(t, [])) for t in tasks) + " |")
+    seeds = f"mean ± sd over {n} seeds" if n > 1 else "1 seed"
+    return "\n".join(lines) + f"\n\n(test accuracy %, {seeds}; in brackets the training seconds (and LSC's); " \
+        "spiking nets: the test firing rate)"
+
+
+def figure(rows: dict[tuple[str, int, str], dict[str, list[dict[str, Any]]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({t for per in rows.values() for t in per}, key=lambda t: (t.split()[0], int(t.split("=")[1])))
+    keys = sorted(rows, key=lambda k: (k[0], k[1], k[2] != "default", k[2]))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 0.32 * len(keys) + 1.2), sharey=True,
+                             squeeze=False)
+    labels = [f"{c} x{d} {a}" for c, d, a in keys]
+    for ax, task in zip(axes[0], tasks, strict=True):
+        vals = [statistics.mean([100 * r["acc"] for r in rows[k].get(task, [])]) if rows[k].get(task) else 0.0
+                for k in keys]
+        colours = ["tab:orange" if "auto" in k[2] else "tab:grey" if k[1] == 1 else "tab:blue" for k in keys]
+        ax.barh(range(len(keys)), vals, color=colours)
+        ax.set_yticks(range(len(keys)), labels, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 100)
+        ax.set_xlabel("test accuracy (%)")
+        ax.set_title(task, fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle("grey: 1 layer, blue: 4 layers, orange: --stable auto", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("roots", nargs="+", type=Path, help="sweep output folders (runs/stability_...)")
+    ap.add_argument("--figure", type=Path, default=None, help="also draw the accuracies here (png)")
+    args = ap.parse_args()
+    rows = collect(args.roots)
+    if not rows:
+        raise SystemExit(f"no finished runs under {', '.join(map(str, args.roots))}")
+    print(table(rows))
+    if args.figure is not None:
+        figure(rows, args.figure)
+        print(f"\nfigure written to {args.figure}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""LSC's activity guard: LSC must not reach a radius by silencing a spiking layer (or by driving it to fire at every
+step).
+
+A spiking layer's Jacobians pass through its surrogate derivative at ``v - ϑ``; a silent layer sits far below
+threshold, where that derivative is small, so "radius at most the target" can be met by silence — measured: a 4-layer
+ALIF after LSC to 0.5 on a 100-step memory task fired at rate 0.0 throughout training (issue 16). The guard:
+
+1. :func:`activity_penalty`, a rate term added to the LSC loss on every step, so the radii are fitted while the
+   layers keep firing;
+2. :func:`spiking_rates` before and after LSC (mean spike rate per spiking layer over the LSC batches);
+3. :func:`guard_activity`, the backstop: every spiking layer whose rate after LSC is outside ``(low, high)``
+   (default 1% and 90%) gets its per-neuron bias refitted (:func:`refit_rates_`, the initial-rate fit of paper B,
+   arXiv:2202.00282, Sec. 4 / Fig. 3, restricted to those layers) to the geometric mean of the bounds, and the
+   :class:`ActivityReport` says which layers LSC had silenced or saturated. The radii LSC reports after pre-training
+   are measured after the refit, so they are the radii of the network that trains.
+
+``LSCConfig.activity = None`` turns the guard off (the user asked for whatever LSC gives).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..cells.base import HasOutput, is_spiking
+from ..models import as_stack, eval_mode
+from .config import check_activity
+
+
+def _spiking(model: Any) -> list[bool]:
+    try:
+        stack = as_stack(model)
+    except TypeError:
+        return []
+    return [is_spiking(c) for c in stack.cells]
+
+
+def spiking_rates(model: Any, xs: Sequence[Tensor]) -> list[float | None]:
+    """Mean firing rate of each layer of ``model`` over the inputs ``xs`` (each ``[B, T, F]``), ``None`` for
+    non-spiking layers; ``[]`` for models that are not stacks (FFNs)."""
+    mask = _spiking(model)
+    if not any(mask):
+        return [None] * len(mask)
+    stack = as_stack(model)
+    sums = [0.0] * len(mask)
+    with torch.no_grad(), eval_mode(stack):
+        for x in xs:
+            outs = stack.run(x).layer_outputs
+            for l, on in enumerate(mask):
+                if on:
+                    sums[l] += float(outs[l].float().mean())
+    return [s / len(xs) if on else None for s, on in zip(sums, mask, strict=True)]
+
+
+def refit_rates_(model: Any, xs: Sequence[Tensor], layers: Sequence[int], goal: float, *, steps: int = 200,
+                 lr: float = 0.05, tol: float = 0.01) -> int:
+    """Fit the per-neuron ``bias`` of the spiking ``layers`` so each one's mean rate over ``xs`` approaches
+    ``goal`` (Adam on ``Σ_l (rate_l - goal)²`` through the surrogate gradient; every other parameter untouched and
+    every ``requires_grad`` restored). Returns the number of steps taken."""
+    if not layers:
+        return 0
+    if not 0.0 < goal < 1.0:
+        raise ValueError(f"goal firing rate must lie in (0, 1), got {goal}")
+    stack = as_stack(model)
+    biases = [stack.cells[l].bias for l in layers]
+    if not all(isinstance(b, nn.Parameter) for b in biases):
+        raise ValueError(f"layers {list(layers)} need a trainable per-neuron bias to refit their firing rate")
+    saved = {p: p.requires_grad for p in stack.parameters()}
+    step = 0
+    try:
+        for p in stack.parameters():
+            p.requires_grad_(False)
+        for b in biases:
+            b.requires_grad_(True)
+        opt = torch.optim.Adam(biases, lr=lr)
+        with eval_mode(stack):
+            for step in range(1, steps + 1):
+                x = xs[(step - 1) % len(xs)]
+                outs = stack.run(x).layer_outputs
+                rates = [outs[l].mean() for l in layers]
+                if all(abs(float(r.detach()) - goal) <= tol for r in rates):
+                    break
+                loss = torch.stack([(r - goal) ** 2 for r in rates]).sum()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+    finally:
+        for p, flag in saved.items():
+            p.requires_grad_(flag)
+    return step
+
+
+def activity_penalty(model: Any, states: Sequence[Any], activity: tuple[float, float] | None) -> Tensor | None:
+    """A term for the LSC loss that keeps each spiking layer's firing rate inside ``activity = (low, high)`` while
+    the radii are fitted: ``Σ_l relu(1 - r_l / (2·low))² + relu((r_l - high) / (1 - high))²`` over spiking layers,
+    ``r_l`` the mean spike of this step's state (``states`` from the LSC step, carrying gradient; the spike's
+    surrogate derivative carries it back). Relative, so a silent layer costs 1 whatever ``low`` is. ``None`` when
+    the guard is off or no layer spikes."""
+    if activity is None:
+        return None
+    low, high = (float(v) for v in activity)
+    stack = as_stack(model)
+    terms = []
+    for cell, st in zip(stack.cells, states, strict=True):
+        if not is_spiking(cell) or not isinstance(cell, HasOutput):
+            continue
+        r = cell.output(st).mean()
+        under = torch.relu(1.0 - r / (2.0 * low)) if low > 0 else r.new_zeros(())
+        over = torch.relu((r - high) / (1.0 - high)) if high < 1 else r.new_zeros(())
+        terms.append(under**2 + over**2)
+    return torch.stack(terms).sum() if terms else None
+
+
+@dataclass
+class ActivityReport:
+    """Firing rates of the spiking layers around LSC. ``before``/``after_lsc``/``final``: rate per layer (``None``
+    for non-spiking layers) before LSC, after LSC, and after the guard; ``silenced``/``saturated``: the layers LSC
+    left below ``low`` / above ``high``; ``refit``: the layers whose bias the guard refitted."""
+
+    low: float
+    high: float
+    before: list[float | None]
+    after_lsc: list[float | None]
+    final: list[float | None]
+    silenced: list[int] = field(default_factory=list)
+    saturated: list[int] = field(default_factory=list)
+    refit: list[int] = field(default_factory=list)
+    refit_steps: int = 0
+
+    @property
+    def in_range(self) -> bool:
+        """Every spiking layer ends inside ``[low, high]``."""
+        return all(self.low <= r <= self.high for r in self.final if r is not None)
+
+    def summary(self) -> str:
+        fmt = lambda xs: "[" + ", ".join("-" if r is None else f"{r:.3f}" for r in xs) + "]"  # noqa: E731
+        text = f"firing rates before LSC {fmt(self.before)}, after LSC {fmt(self.after_lsc)}"
+        if self.silenced:
+            text += f"; LSC met its target by silencing layer(s) {self.silenced} (rate < {self.low:g})"
+        if self.saturated:
+            text += f"; LSC saturated layer(s) {self.saturated} (rate > {self.high:g})"
+        if self.refit:
+            text += f"; biases refitted ({self.refit_steps} steps): final {fmt(self.final)}"
+        if not self.in_range:
+            text += "; still out of range after the refit"
+        return text
+
+    def to_json(self) -> dict[str, Any]:
+        return {"low": self.low, "high": self.high, "before": self.before, "after_lsc": self.after_lsc,
+                "final": self.final, "silenced": self.silenced, "saturated": self.saturated, "refit": self.refit,
+                "refit_steps": self.refit_steps}
+
+
+def guard_activity(model: Any, xs: Sequence[Tensor], activity: tuple[float, float] | None,
+                   before: list[float | None] | None, *, rounds: int = 3) -> ActivityReport | None:
+    """After LSC: measure each spiking layer's rate on ``xs``; refit the bias of every layer outside ``activity =
+    (low, high)`` to ``sqrt(low · high)`` (the middle of the range on a log scale; 0.095 for the default), up to
+    ``rounds`` times (a refitted lower layer changes the inputs of the layers above). ``None`` when the guard is off
+    or the model has no spiking layer."""
+    if activity is None:
+        return None
+    check_activity(activity)
+    low, high = (float(v) for v in activity)
+    after = spiking_rates(model, xs)
+    if not any(r is not None for r in after):
+        return None
+    out = [l for l, r in enumerate(after) if r is not None and not low <= r <= high]
+    report = ActivityReport(low, high, list(before or [None] * len(after)), after, list(after),
+                            silenced=[l for l in out if after[l] < low],
+                            saturated=[l for l in out if after[l] > high])
+    goal = math.sqrt(max(low, 1e-4) * high)
+    current = after
+    for _ in range(rounds):
+        bad = [l for l, r in enumerate(current) if r is not None and not low <= r <= high]
+        if not bad:
+            break
+        report.refit = sorted(set(report.refit) | set(bad))
+        report.refit_steps += refit_rates_(model, xs, bad, goal)
+        current = spiking_rates(model, xs)
+    report.final = current
+    return report
+
+
+__all__ = ["ActivityReport", "activity_penalty", "check_activity", "guard_activity", "refit_rates_", "spiking_rates"]

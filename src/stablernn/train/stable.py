@@ -1,0 +1,88 @@
+"""``--stable auto``: one switch for a stable start with zero per-task tuning, and the data-dependent LSUV step.
+
+:func:`resolve_stable` turns ``TrainConfig.stable = "auto"`` into explicit settings before anything is built, so
+``config.json`` holds what ran and ``load_run`` rebuilds the same network:
+
+- LSC pre-training with target ``"theory"`` (per-family radii chosen from depth L and length T,
+  :func:`stablernn.lsc.theory.theory_targets`); the run's own ``[lsc]`` options are kept when given (its target
+  too, unless it is the default ``"auto"``);
+- the activity guard on (``LSCConfig.activity``; a user's explicit ``None`` is kept);
+- for LIF/ALIF nets without conditions of their own: the weight part of paper B's stability design (arXiv:2202.00282,
+  Sec. 3), Conditions I and II, applied by the builder; where Condition II has no solution for the task (it asks
+  for a negative recurrent variance when the input current is weak, e.g. an ALIF on digits at threshold 1), none.
+  Chosen by measurement (docs/results.md, "Condition ablation", 2x32 LIF on digits, best lr): I+II 67.6 vs none
+  65.0, while adding III (64.0), I+III (60.5), I alone (62.5) and IV (42.8, its no-root fallback at τ = 20) were
+  worse than no conditions.
+
+:func:`lsuv_for_run` applies ``ModelConfig.lsuv`` (LSUV, arXiv:1511.06422) on the first training batch, before LSC.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data.base import TaskInfo
+from ..inits import lsuv_init_
+from ..lsc.config import LSCConfig
+from ..models import ModelConfig, build_model
+from .config import RunConfig
+
+SPIKING_CELLS = ("lif", "alif")
+AUTO_CONDITIONS: tuple[str, ...] = ("I", "II")
+FALLBACK_CONDITIONS: tuple[str, ...] = ()
+
+
+def resolve_stable(run: RunConfig, info: TaskInfo | None = None) -> RunConfig:
+    """``run`` with ``train.stable = "auto"`` expanded into explicit LSC / design settings (a copy; ``run`` itself
+    when ``stable`` is ``"off"``). ``info`` (the task) lets a spiking net check that Condition II has a solution
+    there (a trial build; the global RNG is left as it was)."""
+    stable = run.train.stable
+    if stable == "off":
+        return run
+    if stable != "auto":
+        raise ValueError(f"unknown train.stable {stable!r}; choose off or auto")
+    if run.model.cell == "ffn":
+        raise ValueError("--stable auto is for recurrent nets; for an FFN use --lsc 1.0 (one path per layer)")
+    lsc = run.lsc if run.lsc is not None else LSCConfig()
+    if lsc.target == "auto":
+        lsc = dataclasses.replace(lsc, target="theory")
+    model = run.model
+    if model.cell in SPIKING_CELLS and not model.conditions:
+        model = dataclasses.replace(model, conditions=_spiking_conditions(model, info, run.train.seed))
+    return dataclasses.replace(run, lsc=lsc, model=model)
+
+
+def _spiking_conditions(model: ModelConfig, info: TaskInfo | None, seed: int) -> tuple[str, ...]:
+    """Conditions I and II when Condition II is solvable on the task (or no task is given), else none."""
+    if info is None:
+        return AUTO_CONDITIONS
+    with torch.random.fork_rng():
+        try:
+            build_model(dataclasses.replace(model, conditions=AUTO_CONDITIONS), info, seed=seed)
+        except ValueError as e:
+            if "Condition II" not in str(e):
+                raise
+            return FALLBACK_CONDITIONS
+    return AUTO_CONDITIONS
+
+
+def lsuv_for_run(run: RunConfig, model: nn.Module, batches: Iterable[Any], device: Any = None
+                 ) -> list[dict[str, Any]]:
+    """LSUV on the first training batch's inputs ``x [B, T, F]`` when ``run.model.lsuv``; returns the history rows
+    (one, or none when LSUV is off)."""
+    if not run.model.lsuv:
+        return []
+    first = next(iter(batches), None)
+    if first is None:
+        raise ValueError("lsuv needs at least one training batch")
+    x = first[0] if isinstance(first, (tuple, list)) else first
+    with torch.no_grad():
+        before = lsuv_init_(model, x.to(device) if device is not None else x)
+    return [{"phase": "lsuv", "var_before": [None if v != v else round(v, 6) for v in before]}]  # nan: skipped
+
+
+__all__ = ["AUTO_CONDITIONS", "FALLBACK_CONDITIONS", "lsuv_for_run", "resolve_stable"]
