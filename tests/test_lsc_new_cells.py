@@ -57,7 +57,10 @@ def _assert_reached(rep: LSCReport, tol: float = 0.05) -> None:
 @pytest.mark.parametrize("variant", [*VARIANTS, "ligru_stable"])
 def test_lsc_smoke_new_kinds(variant, digits):
     model = _model(variant, 2, 8)
-    rep = lsc_pretrain(model, _batches(digits, 1), lr=2e-2, max_steps=24, progress=False, measure_steps=2)
+    # activity=None: the radius loss alone (with the activity guard's rate term the loss is not monotone; the guard
+    # is tested in tests/test_stabilisers.py)
+    rep = lsc_pretrain(model, _batches(digits, 1), lr=2e-2, max_steps=24, progress=False, measure_steps=2,
+                       activity=None)
     assert rep.steps == 24 and set(rep.target) == {"time", "depth", "encoder", "decoder"}
     assert all(math.isfinite(v) for vals in rep.after.values() for v in vals)
     losses = [h["loss"] for h in rep.history]

@@ -1,5 +1,9 @@
 """Deep recurrent stacks and deep feed-forward nets, and the typed config that builds them.
 
+Why one module of ~580 lines: the stack, its config and the one builder belong together (every network made
+from a config comes through :func:`build_model`, and every consumer steps it through :meth:`DeepRNN.step`);
+splitting them would spread one contract over three files.
+
 Everything is batch-first: sequences are ``[batch, time, features]`` (``[batch, time]`` token ids for embeddings).
 """
 from __future__ import annotations

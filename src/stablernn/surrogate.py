@@ -1,5 +1,8 @@
 """Surrogate-gradient (SG) spike functions (paper B, arXiv:2202.00282; docs/surrogates.md).
 
+Why one module of ~480 lines: eight shapes, each with its derivative, integral and second moment in closed
+form, plus the one autograd Function and the aliases of other libraries: one table of formulas.
+
 Forward: the Heaviside step ``z = H(v) = 1[v > 0]``. Backward: ``dz/dv = f(v) = dampening * g(sharpness * v)``
 where every shape ``g`` has ``g(0) = 1`` and ``∫ g = 1``, so ``f(0) = dampening`` (γ) and ``∫ f = dampening /
 sharpness`` (γ/s) for every shape: shapes differ only in how fat their tails are, which is what the stability

@@ -106,6 +106,21 @@ class LIFLike(SpikingCell, HasBias, Protocol):
 
 
 @runtime_checkable
+class MatrixRecurrent(Protocol):
+    """A recurrence through one weight matrix ``weight_hh [gates * H, H]`` (Elman, GRU, LSTM, LIF/ALIF, Li-GRU, the
+    spiking LSTM): what the low-rank + sparse option reparameterises."""
+
+    weight_hh: Tensor
+
+
+@runtime_checkable
+class HasRecMask(Protocol):
+    """A fixed mask on the recurrent matrix (LIF/ALIF: no self-connections)."""
+
+    rec_mask: Tensor
+
+
+@runtime_checkable
 class HasCells(Protocol):
     """A stack of layers (``DeepRNN`` and adapted user stacks): what layer-wise tools walk."""
 

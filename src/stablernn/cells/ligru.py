@@ -22,15 +22,13 @@ statistics in eval mode. The step (:meth:`LiGRUCell.forward`) is pure: the runni
 """
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Cell, check_input
+from .base import check_input
 from .init import glorot_uniform_, orthogonal_blocks_
-from .rnn import HState
+from .rnn import HiddenStateCell, HState
 
 BN_MOMENTUM = 0.1  # as torch.nn.BatchNorm1d
 NORM_EPS = 1e-5
@@ -73,7 +71,7 @@ def ligru_step(a: Tensor, h: Tensor, *, weight_hh: Tensor, ln_weight: Tensor | N
     return z * h + (1.0 - z) * torch.relu(a_h)
 
 
-class LiGRUCell(Cell):
+class LiGRUCell(HiddenStateCell):
     """Li-GRU layer (``stable=False``) or stabilised Li-GRU (``stable=True``); output and stability state ``h``.
 
     Parameters: ``weight_ih [2H, in]`` (glorot), ``weight_hh [2H, H]`` (orthogonal blocks; gate order z, ĥ), the
@@ -98,9 +96,6 @@ class LiGRUCell(Cell):
             self.ln_bias = nn.Parameter(torch.zeros(2 * H))
         else:
             self.ln_weight = self.ln_bias = None
-
-    def initial_state(self, batch_size: int, *, device: Any = None, dtype: Any = None) -> HState:
-        return HState(self._zeros(batch_size, self.hidden_size, device, dtype))
 
     def _normalise(self, p: Tensor) -> Tensor:
         return batch_normalise(p, weight=self.bn_weight, bias=self.bn_bias, running_mean=self.running_mean,
@@ -136,15 +131,6 @@ class LiGRUCell(Cell):
         if self.training:
             update_running_stats_(p.detach(), self.running_mean, self.running_var)
         return out, final
-
-    def output(self, state: HState) -> Tensor:
-        return state.h
-
-    def stability_state(self, state: HState) -> Tensor:
-        return state.h
-
-    def with_stability_state(self, state: HState, s: Tensor) -> HState:
-        return HState(s)
 
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}, stable={self.stable}"

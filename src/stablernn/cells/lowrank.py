@@ -18,6 +18,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from .base import HasRecMask, MatrixRecurrent
+
 
 class LowRankSparse(nn.Module):
     """The parametrisation ``(U, V) -> [(U_g V_g^T) ⊙ M_g]_g`` stacked to ``[G * H, H]``.
@@ -59,7 +61,7 @@ def low_rank_sparse_(cell: nn.Module, rank: int | None = None, density: float = 
         radius: each block's initial spectral radius (``None``: the dense block's own). A cell with a
             self-connection mask (``rec_mask``, LIF/ALIF) is measured with it applied.
     """
-    w = getattr(cell, "weight_hh", None)
+    w = cell.weight_hh if isinstance(cell, MatrixRecurrent) else None
     if not isinstance(w, Tensor) or w.dim() != 2 or w.shape[0] % w.shape[1] != 0:
         raise ValueError(f"{type(cell).__name__} has no recurrent matrix weight_hh [G * H, H]; low-rank + sparse "
                          "recurrence applies to cells with one (elman, lstm, gru, lif, alif, ligru, spiking_lstm, ...)")
@@ -74,7 +76,7 @@ def low_rank_sparse_(cell: nn.Module, rank: int | None = None, density: float = 
         raise ValueError(f"recurrent density must be in (0, 1], got {density}")
     if radius is not None and not radius >= 0.0:
         raise ValueError(f"recurrent radius must be >= 0, got {radius}")
-    self_mask = getattr(cell, "rec_mask", None)
+    self_mask = cell.rec_mask if isinstance(cell, HasRecMask) else None
     blocks = w.detach().reshape(G, H, H)
     mask = (torch.rand(G, H, H, generator=generator, dtype=w.dtype) < density).to(w.dtype)
     # a Gaussian U V^T / sqrt(r) has entries of unit variance; the radius rescaling below fixes the scale anyway

@@ -26,8 +26,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..cells.base import HasOutput, is_spiking
+from ..cells.base import HasBias, HasOutput, is_spiking
 from ..models import as_stack, eval_mode
+from ..snn.rates import only_trainable
 from .config import check_activity
 
 
@@ -69,13 +70,8 @@ def refit_rates_(model: Any, xs: Sequence[Tensor], layers: Sequence[int], goal: 
     biases = [stack.cells[l].bias for l in layers]
     if not all(isinstance(b, nn.Parameter) for b in biases):
         raise ValueError(f"layers {list(layers)} need a trainable per-neuron bias to refit their firing rate")
-    saved = {p: p.requires_grad for p in stack.parameters()}
     step = 0
-    try:
-        for p in stack.parameters():
-            p.requires_grad_(False)
-        for b in biases:
-            b.requires_grad_(True)
+    with only_trainable(stack, biases):
         opt = torch.optim.Adam(biases, lr=lr)
         with eval_mode(stack):
             for step in range(1, steps + 1):
@@ -88,9 +84,6 @@ def refit_rates_(model: Any, xs: Sequence[Tensor], layers: Sequence[int], goal: 
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-    finally:
-        for p, flag in saved.items():
-            p.requires_grad_(flag)
     return step
 
 
@@ -174,8 +167,11 @@ def guard_activity(model: Any, xs: Sequence[Tensor], activity: tuple[float, floa
                             saturated=[l for l in out if after[l] > high])
     goal = math.sqrt(max(low, 1e-4) * high)
     current = after
+    cells = as_stack(model).cells
+    # only a trainable per-neuron bias can be refitted (an adapted Norse layer has none: it stays reported)
+    refittable = {l for l, c in enumerate(cells) if isinstance(c, HasBias) and isinstance(c.bias, nn.Parameter)}
     for _ in range(rounds):
-        bad = [l for l, r in enumerate(current) if r is not None and not low <= r <= high]
+        bad = [l for l, r in enumerate(current) if r is not None and not low <= r <= high and l in refittable]
         if not bad:
             break
         report.refit = sorted(set(report.refit) | set(bad))

@@ -1,5 +1,9 @@
 """Per-sample one-step Jacobians of every transition family, and their radii (paper A; docs/lsc.md).
 
+Why one module of ~690 lines: the three engines (exact, matrix-free, warm-started) share the transition type,
+the square subsampling and the product helpers, and :func:`transition_measure` dispatches between them; a split
+would make the engines import each other.
+
 A *transition* is a one-sample function ``fn(source [d_in], *context) -> target [d_out]`` plus a batch of sources
 ``[B, d_in]`` and per-sample context tensors ``[B, ...]`` (the layer's input, the other state pieces). The same
 function serves both engines:
@@ -517,6 +521,17 @@ def _restart_lost(tr: Transition, got: tuple[Tensor, ...], solve: Callable[[Tran
     return out
 
 
+def _warm_setup(tr: Transition, state: WarmState | None, kind: str, *, block: int, blocks: int,
+                generator: torch.Generator | None, dense_max: int | None, cycles: int, cold_cycles: int, tol: float
+                ) -> tuple[WarmState, tuple[str, int, str], dict[str, Any]]:
+    """The state (a fresh one when None), the key of this transition's kept basis, and the cycle options."""
+    state = state if state is not None else WarmState()
+    kw = {"block": block, "blocks": blocks, "generator": generator, "stats": state.stats}
+    opts = {"dense_max": WARM_DENSE_MAX if dense_max is None else dense_max, "cycles": cycles,
+            "cold_cycles": cold_cycles, "tol": tol, "kw": kw}
+    return state, (tr.family, tr.layer, kind), opts
+
+
 def warm_radius(tr: Transition, state: WarmState | None = None, *, block: int = 3, blocks: int = 12,
                 cycles: int = 1, cold_cycles: int = 3, tol: float = 0.5, dense_max: int | None = None,
                 generator: torch.Generator | None = None) -> Tensor:
@@ -531,11 +546,8 @@ def warm_radius(tr: Transition, state: WarmState | None = None, *, block: int = 
     Ritz problems are ``m x m``, ``m = blocks·(block+1)``). A complex top pair is handled by the real basis spanning
     its plane; in a near tie the largest Ritz value is taken (its gradient is that of one of the tied eigenvalues, a
     valid choice for a max of moduli). ``dense_max``: see ``WARM_DENSE_MAX`` (its value when None)."""
-    state = state if state is not None else WarmState()
-    key = (tr.family, tr.layer, "radius")
-    kw = {"block": block, "blocks": blocks, "generator": generator, "stats": state.stats}
-    opts = {"dense_max": WARM_DENSE_MAX if dense_max is None else dense_max, "cycles": cycles,
-            "cold_cycles": cold_cycles, "tol": tol, "kw": kw}
+    state, key, opts = _warm_setup(tr, state, "radius", block=block, blocks=blocks, generator=generator,
+                                   dense_max=dense_max, cycles=cycles, cold_cycles=cold_cycles, tol=tol)
     with torch.no_grad():
         right0, left0 = state.get(key, (tr.batch_size, tr.source.shape[-1]))
         got = _radius_pairs(tr, right0, left0, **opts)
@@ -586,11 +598,8 @@ def warm_norm(tr: Transition, state: WarmState | None = None, *, block: int = 3,
     :func:`warm_radius` (symmetric Rayleigh-Ritz; ``tol`` on the residual of ``JᵀJ``), then ``σ = uᵀ J v`` with
     ``u = J v / |J v|`` (one vector-Jacobian product on the weights' graph: the exact first-order gradient of a
     simple top singular value). Unconverged samples restart cold, then use ``svdvals``."""
-    state = state if state is not None else WarmState()
-    key = (tr.family, tr.layer, "norm")
-    kw = {"block": block, "blocks": blocks, "generator": generator, "stats": state.stats}
-    opts = {"dense_max": WARM_DENSE_MAX if dense_max is None else dense_max, "cycles": cycles,
-            "cold_cycles": cold_cycles, "tol": tol, "kw": kw}
+    state, key, opts = _warm_setup(tr, state, "norm", block=block, blocks=blocks, generator=generator,
+                                   dense_max=dense_max, cycles=cycles, cold_cycles=cold_cycles, tol=tol)
     with torch.no_grad():
         right0, _ = state.get(key, (tr.batch_size, tr.source.shape[-1]))
         got = _norm_pair(tr, right0, **opts)

@@ -1,5 +1,8 @@
 """LSC pre-training: bring the radius of every one-step transition Jacobian to a target (arXiv:2308.12075; docs/lsc.md).
 
+Why one module of ~540 lines: the report, the targets, the input checks and the step functions of one loop;
+each function is short, and they share the run's state (:class:`_Run`).
+
 Loss per optimisation step: the mean over the measured transitions (family, layer) of ``mean_b (ρ_b - target)^2``.
 The radii come from ``LSCConfig.engine``; the default ``"warm"`` engine keeps one :class:`~.measures.WarmState` for
 the whole run, so each (family, layer, sample slot) starts from the eigen/singular vectors of the previous step

@@ -1,5 +1,8 @@
 """Stability Conditions I–IV and the tail fit for LIF/ALIF layers (paper B, arXiv:2202.00282), as pure functions.
 
+Why one module of ~530 lines: the four conditions and the tail fit read the same layer parameters and the same
+surrogate moments, and each is a few formulas; together they are the paper's one derivation.
+
 Every function takes a :class:`LayerParams` (weights, decay, threshold, reset kind, whether the reset carries
 gradient) and returns a :class:`ConditionReport`: the solved per-neuron value and the prediction it makes.
 

@@ -12,7 +12,8 @@ bias before training, and a sparsity loss switched in gradually during training.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -133,7 +134,6 @@ def fit_initial_rate(model: nn.Module, batches: Iterable[Any], target: float, st
     if not any(mask):
         raise ValueError("the model has no spiking layer with a bias to fit")
     biases = [c.bias for c, m in zip(model.cells, mask, strict=True) if m]
-    saved = {p: p.requires_grad for p in model.parameters()}
     stream = _cycle(batches)
     first = next(stream, None)
     if first is None:
@@ -144,11 +144,7 @@ def fit_initial_rate(model: nn.Module, batches: Iterable[Any], target: float, st
     def rates_of(x: Tensor) -> list[Tensor]:
         return layer_rates(model.run(x.to(device)).layer_outputs, mask)
 
-    try:
-        for p in model.parameters():
-            p.requires_grad_(False)
-        for b in biases:
-            b.requires_grad_(True)
+    with only_trainable(model, biases):
         opt = torch.optim.Adam(biases, lr=lr)
         with torch.no_grad():
             before = [float(r) for r in rates_of(_inputs(first))]
@@ -170,16 +166,30 @@ def fit_initial_rate(model: nn.Module, batches: Iterable[Any], target: float, st
             losses.append(float(loss.detach()))
         with torch.no_grad():
             after = [float(r) for r in rates_of(_inputs(first))]
+    return RateFitReport(target, before, after, step, converged, losses)
+
+
+@contextmanager
+def only_trainable(model: nn.Module, params: Sequence[nn.Parameter]) -> Iterator[None]:
+    """Freeze every parameter of ``model`` but ``params`` (the rate fits move the biases alone); each parameter's
+    ``requires_grad`` comes back as it was, also on error."""
+    saved = {p: p.requires_grad for p in model.parameters()}
+    try:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in params:
+            p.requires_grad_(True)
+        yield
     finally:
         for p, flag in saved.items():
             p.requires_grad_(flag)
-    return RateFitReport(target, before, after, step, converged, losses)
 
 
 __all__ = [
     "RateFitReport",
     "fit_initial_rate",
     "layer_rates",
+    "only_trainable",
     "parse_ramp",
     "ramp",
     "sparsity_loss",

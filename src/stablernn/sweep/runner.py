@@ -30,7 +30,7 @@ from typing import Any
 
 from ..errors import MissingDependencyError, RunBusyError
 from ..io import RunLock, atomic_write_json, atomic_write_text, is_locked
-from ..train.config import RunConfig
+from ..train.config import RunConfig, flatten_config
 from .spec import Resources, SweepRun, SweepSpec, expand, format_value
 
 STATUS_FILE, TRACEBACK_FILE, INDEX_FILE = "status.json", "traceback.txt", "sweep.json"
@@ -82,16 +82,7 @@ def _norm(v: Any) -> Any:
     return json.loads(json.dumps(v, default=list))
 
 
-def flatten(d: dict[str, Any]) -> dict[str, Any]:
-    """A run config as ``{"model.cell": "gru", ..., "lsc": None}``: sections split into ``section.field`` keys (one
-    level only, so a per-family LSC target stays one value); top-level values and None sections kept as they are."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update({f"{k}.{f}": x for f, x in v.items()})
-        else:
-            out[k] = v
-    return out
+flatten = flatten_config  # the sweep's name for it (reports read flattened configs)
 
 
 def check_out_dir(runs: Iterable[SweepRun]) -> None:

@@ -208,3 +208,15 @@ def read_table_file(path: str | Path, what: str = "config file") -> dict[str, An
 def load_config_file(path: str | Path) -> RunConfig:
     """Read a run config from TOML (``[model]``, ``[data]``, ``[train]``, ``[lsc]`` tables) or JSON."""
     return RunConfig.from_dict(read_table_file(path, "config file"))
+
+
+def flatten_config(d: dict[str, Any]) -> dict[str, Any]:
+    """A run config as ``{"model.cell": "gru", ..., "lsc": None}``: sections split into ``section.field`` keys (one
+    level only, so a per-family LSC target stays one value); top-level values and None sections kept as they are."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update({f"{k}.{f}": x for f, x in v.items()})
+        else:
+            out[k] = v
+    return out

@@ -1,5 +1,8 @@
 """The one training loop: :func:`fit` trains a :class:`RunConfig` and writes a self-describing run directory.
 
+Why one module of ~500 lines: validation before writing, locking, resume, the epoch and its loss terms, and
+the final evaluation are the steps of one loop (each a short function) sharing its job and state.
+
 ``runs/<name>/``: ``config.json`` (every option), ``metrics.jsonl`` (one line per epoch), ``checkpoint.pt`` (last
 epoch: model, optimizer, progress, RNG), ``best.pt`` (best-by-validation weights), ``final.json`` (validation and
 test metrics of the best weights), and ``lsc_report.json`` when LSC pre-training ran. Every file is written
@@ -39,7 +42,7 @@ from ..io import (
 )
 from ..models import DeepRNN, build_model, detach_states
 from ..optim import lr_factor, make_optimizer, set_lr
-from .config import RunConfig
+from .config import RunConfig, flatten_config
 from .losses import LocalLoss, MetricSum, score_key, task_loss
 from .stable import lsuv_for_run, resolve_stable
 
@@ -147,7 +150,7 @@ LOSS_GROWTH = 10.0
 def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Dotted fields where two run configs differ, display options (progress, threads) and the name/out_dir
     ignored, as ``"section.field: old -> new"``."""
-    a, b = _flat(_comparable(old)), _flat(_comparable(new))
+    a, b = flatten_config(_comparable(old)), flatten_config(_comparable(new))
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
@@ -160,16 +163,6 @@ def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
     if cfg.get("lsc"):
         cfg["lsc"].pop("progress", None)
     return cfg
-
-
-def _flat(d: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update({f"{k}.{f}": x for f, x in v.items()})
-        else:
-            out[k] = v
-    return out
 
 
 def _check_existing_config(run_dir: Path, cfg: dict[str, Any]) -> None:
