@@ -89,6 +89,11 @@ class LSCConfig:
     # lsc/activity.py keeps every spiking layer's rate in this range (None: no guard)
     activity: tuple[float, float] | None = option((0.01, 0.9), "[spiking] firing-rate range every spiking layer "
                                                   "keeps through LSC (None: no guard)")
+    # 0 by default: the per-step rate term also fires at a sequence's first steps (state near zero, no spikes), and
+    # measured it kept a 2x64 LIF whose rates were in range from converging (1500 steps, decoder 0.91) where the
+    # radius loss alone converged in 258; the refit after LSC is what keeps layers active (docs/lsc.md)
+    activity_weight: float = option(0.0, "[spiking] weight of the activity guard's rate term inside the LSC loss "
+                                    "(0: only the refit of out-of-range layers after LSC)")
 
     def __post_init__(self) -> None:
         validate_lsc_config(self)
@@ -155,6 +160,9 @@ def validate_lsc_config(cfg: LSCConfig) -> None:
     if not 0.0 <= cfg.ema < 1.0:
         raise ValueError(f"{_opt('ema')} must be in [0, 1), got {cfg.ema}")
     check_activity(cfg.activity)
+    if not isinstance(cfg.activity_weight, (int, float)) or not math.isfinite(cfg.activity_weight) or \
+            cfg.activity_weight < 0:
+        raise ValueError(f"{_opt('activity_weight')} must be a finite number >= 0, got {cfg.activity_weight!r}")
 
 
 def check_activity(activity: object) -> None:

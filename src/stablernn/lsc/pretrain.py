@@ -369,9 +369,9 @@ def _descend(run: _Run, terms: list[tuple[Transition, Tensor]], new_states: list
     stop reason when the loss is not finite. With the activity guard on, a rate term keeps spiking layers active
     (LSC can otherwise meet a radius by silencing a layer; lsc/activity.py)."""
     loss = torch.stack([((r - run.targets[tr.family]) ** 2).mean() for tr, r in terms]).mean()
-    if run.rates_before is not None and new_states is not None:
+    if run.rates_before is not None and new_states is not None and run.cfg.activity_weight > 0:
         rate_term = activity_penalty(run.model, new_states, run.cfg.activity)
-        loss = loss + rate_term if rate_term is not None else loss
+        loss = loss + run.cfg.activity_weight * rate_term if rate_term is not None else loss
     if not torch.isfinite(loss):
         return f"non-finite LSC loss at step {run.step}; restored the best weights (step {run.tracker.best_step})"
     run.opt.zero_grad(set_to_none=True)
