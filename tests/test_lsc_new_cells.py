@@ -4,7 +4,6 @@ reparameterisations), in the style of ``test_lsc.py``: a fast smoke test per kin
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pytest
@@ -12,8 +11,9 @@ import torch
 from torch import Tensor, nn
 
 from stablernn.data import DataConfig, load_task
-from stablernn.lsc.pretrain import LSCReport, lsc_pretrain
+from stablernn.lsc.pretrain import lsc_pretrain
 from stablernn.models import ModelConfig, build_model
+from test_lsc import _assert_reached, assert_lsc_smoke
 
 torch.set_num_threads(1)
 
@@ -48,23 +48,9 @@ def _model(variant: str, layers: int, width: int, seed: int = 0) -> nn.Module:
                        seq_len=8)
 
 
-def _assert_reached(rep: LSCReport, tol: float = 0.05) -> None:
-    print(rep.table())
-    for fam, target in rep.target.items():
-        assert abs(rep.mean_after(fam) - target) < tol, f"{fam}: {rep.mean_after(fam):.3f} vs target {target}"
-
-
 @pytest.mark.parametrize("variant", [*VARIANTS, "ligru_stable"])
 def test_lsc_smoke_new_kinds(variant, digits):
-    model = _model(variant, 2, 8)
-    # activity=None: the radius loss alone (with the activity guard's rate term the loss is not monotone; the guard
-    # is tested in tests/test_stabilisers.py)
-    rep = lsc_pretrain(model, _batches(digits, 1), lr=2e-2, max_steps=24, progress=False, measure_steps=2,
-                       activity=None)
-    assert rep.steps == 24 and set(rep.target) == {"time", "depth", "encoder", "decoder"}
-    assert all(math.isfinite(v) for vals in rep.after.values() for v in vals)
-    losses = [h["loss"] for h in rep.history]
-    assert sum(losses[-6:]) < sum(losses[:6]), losses
+    assert_lsc_smoke(_model(variant, 2, 8), digits)
 
 
 @pytest.mark.slow
