@@ -44,14 +44,15 @@ class SnnTorchNet(nn.Module):
 
 
 class NorseNet(nn.Module):
-    """2 x ``norse.LIFRecurrentCell`` + readout; ``x [B, T, F] -> [B, T, C]``."""
+    """2 x a Norse recurrent cell (``LIFRecurrentCell`` by default, or ``LSNNRecurrentCell``) + readout;
+    ``x [B, T, F] -> [B, T, C]``."""
 
-    def __init__(self, inputs: int = 8, width: int = 16, classes: int = 10):
+    def __init__(self, inputs: int = 8, width: int = 16, classes: int = 10, cell: str = "LIFRecurrentCell"):
         import norse.torch as norse
 
         super().__init__()
-        self.l1 = norse.LIFRecurrentCell(inputs, width)
-        self.l2 = norse.LIFRecurrentCell(width, width)
+        self.l1 = getattr(norse, cell)(inputs, width)
+        self.l2 = getattr(norse, cell)(width, width)
         self.out = nn.Linear(width, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -413,26 +413,9 @@ def test_norse_super_alias_matches_installed_norse():
 
 
 def test_norse_lsnn_view_identical_spikes_and_lsc(digits_batches):
-    norse = _need("norse.torch")
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.l1 = norse.LSNNRecurrentCell(8, 12)
-            self.l2 = norse.LSNNRecurrentCell(12, 12)
-            self.out = nn.Linear(12, 3)
-
-        def forward(self, x):
-            s1 = s2 = None
-            outs = []
-            for x_t in x.unbind(1):
-                z1, s1 = self.l1(x_t, s1)
-                z2, s2 = self.l2(z1, s2)
-                outs.append(self.out(z2))
-            return torch.stack(outs, 1)
-
+    _need("norse.torch")
     torch.manual_seed(0)
-    net = Net().double()
+    net = NorseNet(8, 12, 3, cell="LSNNRecurrentCell").double()
     view = adapt(net)
     x = torch.rand(3, 40, 8, dtype=torch.float64) * 30
     out = view.run(x)

@@ -411,17 +411,7 @@ def test_init_from_with_other_sizes_names_layers_and_sizes(tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
 
 
-def test_sweep_ray_missing_is_one_line(tmp_path, capsys, monkeypatch):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_ray(name, *a, **kw):
-        if name == "ray":
-            raise ImportError("no ray")
-        return real_import(name, *a, **kw)
-
-    monkeypatch.setattr(builtins, "__import__", no_ray)
+def test_sweep_ray_missing_is_one_line(tmp_path, capsys, no_ray):
     path = tmp_path / "spec.json"
     path.write_text(json.dumps(_spec(tmp_path / "out")))
     code, _, err = _cli(["sweep", str(path), "--ray", "--no-progress"], capsys)

@@ -12,18 +12,12 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from stablernn.data import DataConfig, load_task
 from stablernn.lsc.config import LSCConfig
 from stablernn.lsc.pretrain import LSCReport, lsc_loss, lsc_pretrain, make_config, resolve_targets
 from stablernn.models import FFN, DeepRNN, ModelConfig, build_model
 from user_cell import LeakyTanhCell
 
 torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_task(DataConfig(task="digits", batch_size=32))
 
 
 def _batches(digits, n: int = 2) -> list[tuple[Tensor, Tensor]]:

@@ -8,12 +8,11 @@ from typing import Any
 
 import pytest
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from stablernn.data import DataConfig, load_task
 from stablernn.lsc.pretrain import lsc_pretrain
 from stablernn.models import ModelConfig, build_model
-from test_lsc import _assert_reached, assert_lsc_smoke
+from test_lsc import _assert_reached, _batches, assert_lsc_smoke
 
 torch.set_num_threads(1)
 
@@ -29,16 +28,6 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "lru_softplus": ("lru", {"reparam": "softplus"}),
     "lru_best": ("lru", {"reparam": "best"}),
 }
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_task(DataConfig(task="digits", batch_size=32))
-
-
-def _batches(digits, n: int = 2) -> list[tuple[Tensor, Tensor]]:
-    digits.train.set_epoch(0)
-    return [b for _, b in zip(range(n), digits.train, strict=False)]
 
 
 def _model(variant: str, layers: int, width: int, seed: int = 0) -> nn.Module:

@@ -327,17 +327,7 @@ def test_execute_run_returns_metrics_and_status(tmp_path):
     assert json.loads((tmp_path / "s0" / "status.json").read_text())["status"] == "done"
 
 
-def test_ray_missing_gives_install_hint(tmp_path, monkeypatch):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_ray(name, *a, **kw):
-        if name == "ray":
-            raise ImportError("no ray")
-        return real_import(name, *a, **kw)
-
-    monkeypatch.setattr(builtins, "__import__", no_ray)
+def test_ray_missing_gives_install_hint(tmp_path, no_ray):
     spec = parse_spec(micro_spec(tmp_path, seeds=[0], grid={}))
     with pytest.raises(ImportError, match=r"pip install 'stablernn\[ray\]'"):
         run_sweep(spec, use_ray=True, progress=False)
