@@ -292,3 +292,37 @@ def test_alif_adaptation_stops_shrinking_at_the_target_decay():
     assert torch.allclose(alif.tau_adapt, torch.tensor([2.0, stop, 1.0]))
     alif.scale_time_constants(2.0, target=0.5)  # growing is not bounded
     assert torch.allclose(alif.tau_adapt, torch.tensor([4.0, 2 * stop, 2.0]))
+
+
+def test_lstm_scale_time_constants_moves_every_forget_gate_leak():
+    """τ = -1/log f of every unit's forget gate (at zero input) scales by m, through the bias; other gates, the
+    weights and the recurrent bias stay; the fused and the step paths still agree."""
+    from stablernn.cells import MIN_TIME_CONSTANT, LSTMCell
+    from stablernn.cells.base import ScalesTimeConstants
+
+    torch.manual_seed(0)
+    cell = LSTMCell(3, 5)
+    H = 5
+    with torch.no_grad():
+        cell.bias_hh.uniform_(-1.0, 1.0)
+    assert isinstance(cell, ScalesTimeConstants)
+
+    def tau() -> Tensor:
+        return -1.0 / torch.nn.functional.logsigmoid(cell.bias_ih[H:2 * H] + cell.bias_hh[H:2 * H])
+
+    before, hh, w = tau().detach().clone(), cell.bias_hh.detach().clone(), cell.weight_hh.detach().clone()
+    others = torch.cat([cell.bias_ih[:H], cell.bias_ih[2 * H:]]).detach().clone()
+    cell.scale_time_constants(0.5, target=0.5)
+    assert torch.allclose(tau(), 0.5 * before, rtol=1e-4)
+    assert torch.equal(cell.bias_hh, hh) and torch.equal(cell.weight_hh, w)
+    assert torch.equal(torch.cat([cell.bias_ih[:H], cell.bias_ih[2 * H:]]), others)
+    cell.scale_time_constants(3.0)
+    assert torch.allclose(tau(), 1.5 * before, rtol=1e-4)
+    cell.scale_time_constants(1e-6)  # never below the shortest time constant
+    assert torch.allclose(tau(), torch.full((H,), MIN_TIME_CONSTANT), rtol=1e-4)
+    x, s = torch.randn(2, 4, 3), cell.initial_state(2)
+    from stablernn.cells.base import run_steps
+
+    assert torch.allclose(cell.forward_sequence(x, s)[0], run_steps(cell, x, s)[0], atol=1e-5)
+    with pytest.raises(ValueError, match="> 0"):
+        cell.scale_time_constants(0.0)

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from ..models import as_stack, detach_states, eval_mode, param_dtype
 from .config import FAMILIES, LSCConfig
-from .measures import EXACT_MAX_DIM, Engine, Measure, transition_measure
+from .measures import EXACT_MAX_DIM, Engine, Measure, WarmState, transition_measure
 from .transitions import ffn_transitions, is_ffn, layer_counts, report_index, rnn_transitions
 
 
@@ -48,11 +48,19 @@ def batch_x(batch: Any) -> Tensor:
 def radii_over_time(model: Any, x: Tensor, *, families: Sequence[str] = FAMILIES, measure: Measure = "radius",
                     engine: Engine = "auto", steps: int | None = None, generator: torch.Generator | None = None,
                     exact_max_dim: int = EXACT_MAX_DIM, max_iter: int = 64, tol: float = 1e-4,
-                    rectangular: Literal["subsample", "norm"] = LSCConfig.rectangular) -> RadiiTrace:
+                    rectangular: Literal["subsample", "norm"] = LSCConfig.rectangular,
+                    state: WarmState | None = None, warm_cycles: int = 1, warm_blocks: int | None = None,
+                    warm_min_dim: int = LSCConfig.warm_min_dim) -> RadiiTrace:
     """Radii of every transition family per layer at ``steps`` evenly spread time steps of ``x [B, T, F]`` (or
     ``[B, T]`` ids); an FFN has one "step" on ``x [B, F]``. No gradient; dropout off. The options are those of
-    :func:`~stablernn.lsc.measures.transition_measure`; ``rectangular`` defaults to what LSC optimises."""
-    kw = {"exact_max_dim": exact_max_dim, "max_iter": max_iter, "tol": tol, "rectangular": rectangular}
+    :func:`~stablernn.lsc.measures.transition_measure`; ``rectangular`` defaults to what LSC optimises.
+
+    ``engine="warm"``: one :class:`~stablernn.lsc.measures.WarmState` (``state``, a fresh one when None) is carried
+    from each measured step to the next, so every step after the first starts from the previous step's bases
+    (``warm_cycles`` cycles of ``warm_blocks`` Krylov blocks each; cold starts use 3 cycles)."""
+    state = state if state is not None or engine != "warm" else WarmState()
+    kw = {"exact_max_dim": exact_max_dim, "max_iter": max_iter, "tol": tol, "rectangular": rectangular,
+          "state": state, "warm_cycles": warm_cycles, "warm_blocks": warm_blocks, "warm_min_dim": warm_min_dim}
     model = model if is_ffn(model) else as_stack(model)
     counts = layer_counts(model)
     fams = [f for f in families if counts.get(f, 0) > 0]
