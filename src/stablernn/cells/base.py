@@ -14,7 +14,8 @@ optional. Everything else (stacks, LSC, diagnostics, training) works through the
 as a function of the state: when a cell has it, depth Jacobians run from the lower layer's stability state through
 its output (e.g. through the spike and its surrogate gradient); without it they start at the layer's input.
 A third optional extra, ``scale_time_constants(m, target=None)``, multiplies the cell's fixed time constants by ``m``
-in place (τ → m·τ): LSC uses it where a leak, not a weight, bounds the time radius from below (LIF/ALIF δ, LRU |λ|),
+in place (τ → m·τ): LSC uses it where a leak, not a weight, bounds the time radius from below (LIF/ALIF δ, LRU |λ|)
+or moves all together (the LSTM's forget gates),
 and passes its time target so that a cell can stop shrinking a constant where that would raise another eigenvalue.
 """
 from __future__ import annotations
