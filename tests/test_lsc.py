@@ -87,7 +87,7 @@ def test_time_radius_needs_the_time_constant_rescaling(kind, digits):
 def test_lstm_forget_gates_move_as_one_leak(digits):
     """The LSTM's time radius is a cluster of forget-gate values: with the leak scaling (``LSTMCell.
     scale_time_constants``) the same 20 steps bring it much further down than the gradient alone (measured on 2x128:
-    time radius 0.52 vs 0.95 after 40 steps, docs/lsc.md)."""
+    moving-average time radius 0.52 vs 0.92 at step 40, docs/lsc.md)."""
     runs = {}
     for rescale in (False, True):
         model = _model("lstm", 2, 16)

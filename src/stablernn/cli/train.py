@@ -97,9 +97,9 @@ DEMO_RUNS: dict[str, tuple[ModelConfig, TrainConfig]] = {
 # LSC in the demo: the stopping test with a short patience (5 steps within tol, not 20), so a net stops as soon as its
 # radii sit at the target, under step budgets (not seconds, so the demo is reproducible) with a time backstop for
 # slow machines; lr 4e-2 rather than LSCConfig's 2e-2: measured on these nets (digits rows, 2 batches of 8) to reach
-# the time and depth targets in fewer steps (LSTM both within 0.05 by step 40 vs depth 0.41 at 2e-2; GRU converged
-# in 87 vs 143 steps; ALIF depth 0.46 vs 0.39 at step 60), where 6e-2 slowed the GRU (time 0.66 at step 60;
-# docs/lsc.md). `stablernn pretrain` runs LSC at its defaults.
+# the time and depth targets in fewer steps (LSTM converged in 84 vs 117 steps, GRU in 87 vs 143; ALIF depth 0.46 vs
+# 0.39 at step 60), where 6e-2 slowed the GRU (time 0.66 at step 60; experiments/lsc_steps.py, docs/lsc.md).
+# `stablernn pretrain` runs LSC at its defaults.
 DEMO_LSC_STEPS = {"lstm": 80, "gru": 120, "alif": 100}
 DEMO_LSC_LR = 4e-2
 DEMO_LSC_PATIENCE = 5
