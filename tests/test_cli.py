@@ -61,19 +61,25 @@ def test_help_lists_every_command(capsys):
 
 
 def test_demo_configs_and_table(tmp_path):
-    from stablernn.cli.train import DEMO_LSC_STEPS, demo_configs, demo_table
+    from stablernn.cli.train import DEMO_LSC_LR, DEMO_LSC_PATIENCE, DEMO_LSC_STEPS, demo_configs, demo_table
     from stablernn.io import atomic_write_json
 
     runs = demo_configs(str(tmp_path), seed=3, lsc=True)
     assert [r.name for r in runs] == ["lstm", "lstm-lsc", "gru", "gru-lsc", "alif", "alif-lsc"]
     assert all(r.train.seed == 3 and r.train.threads == 1 and r.data.task == "digits" for r in runs)
     assert [r.lsc.max_steps for r in runs if r.lsc] == [DEMO_LSC_STEPS[c] for c in ("lstm", "gru", "alif")]
+    assert all(r.lsc.lr == DEMO_LSC_LR and r.lsc.patience == DEMO_LSC_PATIENCE for r in runs if r.lsc)
     atomic_write_json(tmp_path / "gru-lsc" / "lsc_report.json",
                       {"target": {"time": 0.5}, "before": {"time": [0.8, 0.6]}, "after": {"time": [0.5, 0.52]},
                        "seconds": 3.25})
     results = {"lstm": {"test_acc": 0.9}, "gru": {"test_acc": 0.95}, "gru-lsc": {"test_acc": 0.96, "seconds": 12.04}}
     table = demo_table(results, lsc=True, out_dir=tmp_path).splitlines()
-    assert table[0].endswith("| LSC s | train s |")
-    assert table[2] == "| 2x128 LSTM | 90.0% | - | - | - | - |"
-    assert table[3] == "| 2x128 GRU | 95.0% | 96.0% | 0.70 -> 0.51 (0.5) | 3.2 | 12.0 |"
+    assert table[0].endswith("| depth radius | LSC s | train s |")
+    assert table[2] == "| 2x128 LSTM | 90.0% | - | - | - | - | - |"
+    assert table[3] == "| 2x128 GRU | 95.0% | 96.0% | 0.70 -> 0.51 (0.5) | - | 3.2 | 12.0 |"
     assert len(table) == 4  # no ALIF result, no row
+    atomic_write_json(tmp_path / "gru-lsc" / "lsc_report.json",
+                      {"target": {"time": 0.5, "depth": 0.5}, "before": {"time": [0.8], "depth": [0.3]},
+                       "after": {"time": [0.5], "depth": [0.48]}, "seconds": 3.25})
+    row = demo_table(results, lsc=True, out_dir=tmp_path).splitlines()[3]
+    assert row == "| 2x128 GRU | 95.0% | 96.0% | 0.80 -> 0.50 (0.5) | 0.30 -> 0.48 (0.5) | 3.2 | 12.0 |"

@@ -152,14 +152,14 @@ def demo(out_dir: str = typer.Option("runs/demo", "--out-dir", help="where the d
 
 
 def demo_table(results: dict[str, dict[str, Any]], lsc: bool, out_dir: str | Path = "runs/demo") -> str:
-    """Markdown table of the demo's test accuracies; with LSC, also the accuracy after LSC, the mean time radius
-    before -> after pre-training (target in brackets), read from each run's ``lsc_report.json``, and the seconds
+    """Markdown table of the demo's test accuracies; with LSC, also the accuracy after LSC, the mean time and depth
+    radii before -> after pre-training (target in brackets), read from each run's ``lsc_report.json``, and the seconds
     that run spent in LSC and in training (so the two costs sit side by side)."""
     import json
 
-    head = "| net | test acc | test acc after LSC | time radius: init -> LSC (target) | LSC s | train s |" if lsc \
-        else "| net | test acc |"
-    rows = [head, "|---|---:|---:|---|---:|---:|" if lsc else "|---|---:|"]
+    head = "| net | test acc | test acc after LSC | time radius: init -> LSC (target) | depth radius | LSC s | " \
+        "train s |" if lsc else "| net | test acc |"
+    rows = [head, "|---|---:|---:|---|---|---:|---:|" if lsc else "|---|---:|"]
     notes: list[str] = []
     for cell in DEMO_RUNS:
         base = results.get(cell)
@@ -174,13 +174,21 @@ def demo_table(results: dict[str, dict[str, Any]], lsc: bool, out_dir: str | Pat
                 r = json.loads(report.read_text())
                 before, after = (sum(r[k]["time"]) / len(r[k]["time"]) for k in ("before", "after"))
                 lsc_s = f"{float(r['seconds']):.1f}" if "seconds" in r else "-"
-                row += f" {before:.2f} -> {after:.2f} ({r['target']['time']:g}) | {lsc_s} |"
+                row += f" {before:.2f} -> {after:.2f} ({r['target']['time']:g}) | {_depth(r)} | {lsc_s} |"
                 notes += _lsc_note(cell, r, after)
             else:
-                row += " - | - |"
+                row += " - | - | - |"
             row += f" {float(other['seconds']):.1f} |" if other and "seconds" in other else " - |"
         rows.append(row)
     return "\n".join(rows + (["", *notes] if notes else []))
+
+
+def _depth(report: dict[str, Any]) -> str:
+    """``before -> after (target)`` of the mean depth radius, or ``-`` when the report has none."""
+    if not report.get("after", {}).get("depth") or "depth" not in report.get("target", {}):
+        return "-"
+    before, after = (sum(report[k]["depth"]) / len(report[k]["depth"]) for k in ("before", "after"))
+    return f"{before:.2f} -> {after:.2f} ({report['target']['depth']:g})"
 
 
 def _lsc_note(cell: str, report: dict[str, Any], after: float) -> list[str]:
