@@ -435,26 +435,17 @@ def _start(model: nn.Module, xs: list[Tensor], cfg: LSCConfig) -> _Run:
                 make_lsc_optimizer(params, cfg), tracker, None if ffn else as_stack(model))
 
 
-# The before/after report with the warm engine: one WarmState carried across the measured time steps, Krylov spaces
-# twice LSC's (24 blocks), and the exact engine below 256 (where it is the faster one here). Measured on 2x128 nets at
-# init, digits rows, 8 samples x 8 steps, against the exact engine: largest error per (family, layer) 0.27% (LSTM),
-# 0.16% (GRU), < 0.15% (ALIF), where LSC's own 12 blocks were 1.6% low on LSTM and GRU time radii; 2.8 vs 4.6 s on
-# the LSTM (docs/lsc.md, "The before/after report")
-REPORT_WARM_BLOCKS = 24
-REPORT_WARM_MIN_DIM = 256
-
-
-def _radii_means(run: _Run, x: Tensor, state: WarmState | None = None) -> dict[str, list[float]]:
+def _radii_means(run: _Run, x: Tensor) -> dict[str, list[float]]:
     """Mean radii per family and layer over ``measure_steps`` time steps of ``x`` (the report's before / after).
 
-    With the warm engine, ``state`` (a fresh one when None; the run's own bases for "after") is carried from each
-    measured step to the next, with ``REPORT_WARM_BLOCKS`` blocks per cycle; other engines measure as configured."""
+    With the warm engine the report uses ``auto`` (exact up to ``exact_max_dim``). Measured against it
+    (``experiments/lsc_steps.py --report-check``, 2x128 nets): the warm engine carried over the measured steps with
+    24 blocks was as accurate (<= 0.25%) but not cheaper (LSTM 4.6 vs 5.6 s, GRU all exact below 256, ALIF 7.4 vs
+    2.8 s), and LSC's own 12 blocks were 1.6% low on LSTM and GRU time radii (docs/lsc.md)."""
     c = run.cfg
-    warm = {"state": state if state is not None else WarmState(), "warm_blocks": REPORT_WARM_BLOCKS,
-            "warm_cycles": c.warm_cycles, "warm_min_dim": max(c.warm_min_dim, REPORT_WARM_MIN_DIM)} \
-        if c.engine == "warm" else {}
-    trace = radii_over_time(run.model, x, families=list(run.targets), measure=c.measure, engine=c.engine,
-                            steps=c.measure_steps, generator=run.gen, **run.measure_kw(), **warm)
+    engine = "auto" if c.engine == "warm" else c.engine
+    trace = radii_over_time(run.model, x, families=list(run.targets), measure=c.measure, engine=engine,
+                            steps=c.measure_steps, generator=run.gen, **run.measure_kw())
     return trace.mean()
 
 
@@ -508,7 +499,7 @@ def lsc_pretrain(model: nn.Module, batches: Any, config: LSCConfig | None = None
         model.load_state_dict(run.tracker.best_state)
     # no spiking layer leaves LSC silent or saturated (the best weights may be a silent state)
     guard = guard_activity(model, xs, cfg.activity, run.rates_before) if run.rates_before is not None else None
-    after = _radii_means(run, xs[0], run.warm)
+    after = _radii_means(run, xs[0])
     return LSCReport(run.targets, before, after, run.step, round(time.perf_counter() - t0, 3), stop_reason,
                      run.history, activity=guard.to_json() if guard is not None else None)
 
