@@ -100,12 +100,11 @@ def variant(name: str) -> Iterator[dict[str, Any]]:
             del gated.GRUCell.scale_time_constants
 
 
-# the warm report that was tried (issue 13) and not kept: 24 Krylov blocks, exact engine below 256
-REPORT_WARM_BLOCKS, REPORT_WARM_MIN_DIM = 24, 256
+REPORT_WARM_BLOCKS, REPORT_WARM_MIN_DIM = P.REPORT_WARM_BLOCKS, P.REPORT_WARM_MIN_DIM  # what LSC's report uses
 
 
 def report_check(cells: list[str], layers: int, width: int, steps: int, batches: list) -> None:
-    """A warm measurement for the report (``REPORT_WARM_BLOCKS``, exact below ``REPORT_WARM_MIN_DIM``, one state over
+    """The report's warm measurement (``REPORT_WARM_BLOCKS``, exact below ``REPORT_WARM_MIN_DIM``, one state over
     the time steps) against the exact engine on the same batch, at init and after ``steps`` LSC steps; then the
     exact engine on fewer time steps / samples (4 steps x 8, 8 x 4, 4 x 4) against all 8 x 8."""
     import time
@@ -124,7 +123,8 @@ def report_check(cells: list[str], layers: int, width: int, steps: int, batches:
         ref = radii_over_time(model, x, engine="exact", rectangular="norm").mean()
         t_exact = time.perf_counter() - t0
         t0 = time.perf_counter()
-        warm = radii_over_time(model, x, engine="warm", rectangular="norm", state=WarmState(),
+        ws = WarmState()
+        warm = radii_over_time(model, x, engine="warm", rectangular="norm", state=ws,
                                warm_blocks=REPORT_WARM_BLOCKS, warm_min_dim=REPORT_WARM_MIN_DIM).mean()
         t_warm = time.perf_counter() - t0
         fewer = []
@@ -135,7 +135,7 @@ def report_check(cells: list[str], layers: int, width: int, steps: int, batches:
         after_ref = radii_over_time(model, x, engine="exact", rectangular="norm").mean()
         after_warm = radii_over_time(model, x, engine="warm", rectangular="norm", state=WarmState(),
                                      warm_blocks=REPORT_WARM_BLOCKS, warm_min_dim=REPORT_WARM_MIN_DIM).mean()
-        print(f"{layers}x{width} {cell}: init: exact {t_exact:.2f} s, warm {t_warm:.2f} s, max rel err "
+        print(f"{layers}x{width} {cell}: init: exact {t_exact:.2f} s, warm {t_warm:.2f} s ({ws.stats}), max rel err "
               f"{100 * err(warm, ref):.2f}%; after {steps} LSC steps: warm max rel err "
               f"{100 * err(after_warm, after_ref):.2f}%; exact on fewer steps x samples at init: {', '.join(fewer)}",
               flush=True)

@@ -252,3 +252,20 @@ def test_radii_over_time_carries_one_warm_state_and_matches_exact():
     assert state.stats.exact == 0  # every value from the warm pairs
     for fam in ref:
         torch.testing.assert_close(got[fam], ref[fam], rtol=0.01, atol=1e-6)
+
+
+def test_lsc_report_by_the_warm_engine_matches_exact(digits):
+    """A 1x128 LSTM's time Jacobian is 256 x 256: the report measures it by the warm engine (the run's bases for
+    "after"); its radii stay within 1% of the exact engine's on the same batch and steps."""
+    from stablernn.lsc.radii import radii_over_time
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(cell="lstm", layers=1, width=128), input_size=8, output_size=10, seq_len=8)
+    digits.train.set_epoch(0)
+    batches = [b for _, b in zip(range(2), digits.train, strict=False)]
+    rep = lsc_pretrain(model, batches, max_steps=3, progress=False, measure_steps=3)
+    x = batches[0][0][: LSCConfig().batch_size]
+    ref = radii_over_time(model, x, engine="exact", rectangular="norm", steps=3).mean()
+    for fam, vals in ref.items():
+        for a, b in zip(rep.after[fam], vals, strict=True):
+            assert abs(a - b) <= 0.01 * b, (fam, a, b)

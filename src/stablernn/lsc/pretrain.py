@@ -435,17 +435,26 @@ def _start(model: nn.Module, xs: list[Tensor], cfg: LSCConfig) -> _Run:
                 make_lsc_optimizer(params, cfg), tracker, None if ffn else as_stack(model))
 
 
-def _radii_means(run: _Run, x: Tensor) -> dict[str, list[float]]:
+# The before/after report with the warm engine: one WarmState carried across the measured time steps, Krylov spaces
+# twice LSC's (24 blocks), and the exact engine below 256 (no faster warm there). Measured on 2x128 nets (digits rows,
+# 8 samples x 8 steps, experiments/lsc_steps.py --report-check): within 0.25% of the exact engine (LSC's own 12 blocks:
+# 1.6% low on LSTM/GRU time radii); cost mixed: in the demo the LSTM's LSC took 13.9 s with it vs 23.2 s with the
+# exact report (same 69 steps), GRU and ALIF the same; measured alone, LSTM 5.4 vs 6.7 s, ALIF 2.6 vs 1.7 s (docs/lsc.md)
+REPORT_WARM_BLOCKS = 24
+REPORT_WARM_MIN_DIM = 256
+
+
+def _radii_means(run: _Run, x: Tensor, state: WarmState | None = None) -> dict[str, list[float]]:
     """Mean radii per family and layer over ``measure_steps`` time steps of ``x`` (the report's before / after).
 
-    With the warm engine the report uses ``auto`` (exact up to ``exact_max_dim``). Measured against it
-    (``experiments/lsc_steps.py --report-check``, 2x128 nets): the warm engine carried over the measured steps with
-    24 blocks was as accurate (<= 0.25%) but not cheaper (LSTM 4.6 vs 5.6 s, GRU all exact below 256, ALIF 7.4 vs
-    2.8 s), and LSC's own 12 blocks were 1.6% low on LSTM and GRU time radii (docs/lsc.md)."""
+    With the warm engine, ``state`` (a fresh one when None; the run's own bases for "after") is carried from each
+    measured step to the next, with ``REPORT_WARM_BLOCKS`` blocks per cycle; other engines measure as configured."""
     c = run.cfg
-    engine = "auto" if c.engine == "warm" else c.engine
-    trace = radii_over_time(run.model, x, families=list(run.targets), measure=c.measure, engine=engine,
-                            steps=c.measure_steps, generator=run.gen, **run.measure_kw())
+    warm = {"state": state if state is not None else WarmState(), "warm_blocks": REPORT_WARM_BLOCKS,
+            "warm_cycles": c.warm_cycles, "warm_min_dim": max(c.warm_min_dim, REPORT_WARM_MIN_DIM)} \
+        if c.engine == "warm" else {}
+    trace = radii_over_time(run.model, x, families=list(run.targets), measure=c.measure, engine=c.engine,
+                            steps=c.measure_steps, generator=run.gen, **run.measure_kw(), **warm)
     return trace.mean()
 
 
@@ -499,7 +508,7 @@ def lsc_pretrain(model: nn.Module, batches: Any, config: LSCConfig | None = None
         model.load_state_dict(run.tracker.best_state)
     # no spiking layer leaves LSC silent or saturated (the best weights may be a silent state)
     guard = guard_activity(model, xs, cfg.activity, run.rates_before) if run.rates_before is not None else None
-    after = _radii_means(run, xs[0])
+    after = _radii_means(run, xs[0], run.warm)
     return LSCReport(run.targets, before, after, run.step, round(time.perf_counter() - t0, 3), stop_reason,
                      run.history, activity=guard.to_json() if guard is not None else None)
 
