@@ -438,9 +438,9 @@ def _start(model: nn.Module, xs: list[Tensor], cfg: LSCConfig) -> _Run:
 # The before/after report with the warm engine: one WarmState carried across the measured time steps, Krylov spaces
 # twice LSC's (24 blocks), and the exact engine below 256 (no faster warm there). Measured on 2x128 nets (digits rows,
 # 8 samples x 8 steps, experiments/lsc_steps.py --report-check): within 0.25% of the exact engine (LSC's own 12 blocks:
-# 1.6% low on LSTM/GRU time radii); cost mixed: in the demo the LSTM's LSC took 13.9 s with it vs 23.2 s with the
-# exact report (same 69 steps), GRU and ALIF the same; measured alone, LSTM 5.4 vs 6.7 s, ALIF 2.6 vs 1.7 s
-# (docs/lsc.md)
+# 1.6% low on LSTM/GRU time radii). Its cost is within this machine's noise: three demos took 117 and 130 s with it,
+# 138 s with the exact report (LSTM LSC 13.9 / 22.6 s vs 23.2 s, same 69 steps); alone, LSTM 5.4 vs 6.7 s, ALIF 2.6
+# vs 1.7 s (docs/lsc.md)
 REPORT_WARM_BLOCKS = 24
 REPORT_WARM_MIN_DIM = 256
 
