@@ -51,9 +51,11 @@ class LSCConfig:
                             "reference), matrix_free (Arnoldi from random each step), or auto (exact up to "
                             "exact_max_dim)")
     # the papers' "wmultiplier" for tau and nu. Measured necessary: gradient descent cannot move a LIF's time radius
-    # below its leak (0.95 at tau = 20), and moves an LRU's max|lambda| one eigenvalue per step (docs/lsc.md)
+    # below its leak (0.95 at tau = 20), and moves an LRU's max|lambda| (and an LSTM's cluster of forget gates) one
+    # eigenvalue per step (docs/lsc.md)
     rescale_time: bool = option(True, "after each step, scale the fixed time constants of cells that allow it "
-                                "(LIF/ALIF tau, LRU |lambda|) by clip(target / time radius, 1 +- rescale_clip)")
+                                "(LIF/ALIF tau, LRU |lambda|, LSTM forget gate) by clip(target / time radius, "
+                                "1 +- rescale_clip)")
     rescale_clip: float = option(0.15, "largest relative change of rescale_time per step, in (0, 1)")
     max_steps: int = option(400, "optimisation steps at most")
     time_limit: float | None = option(600.0, "seconds at most (None: no limit)")
