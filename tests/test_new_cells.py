@@ -33,7 +33,7 @@ from stablernn.cells import (
     spectral_radius,
     spiking_lstm_step,
 )
-from stablernn.cells.ligru import batch_normalise, update_running_stats_
+from stablernn.cells.ligru import LN_EPS, batch_normalise, update_running_stats_
 from stablernn.data.base import TaskInfo
 from stablernn.models import MATRIX_RECURRENT_KINDS, ModelConfig, build_model
 from stablernn.train.losses import LocalLoss, local_readouts
@@ -192,6 +192,54 @@ def test_unstabilised_ligru_explodes_and_the_stable_one_does_not():
         grads[stable] = float(x.grad[:, 0].norm())
     assert hs[False] > 1e6 and hs[True] < 100, hs
     assert grads[False] > 1e6 * max(grads[True], 1e-12), grads
+
+
+def _time_radius(cell: LiGRUCell, a: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """Per-sample spectral radius of ∂h[t]/∂h[t-1] of one Li-GRU step."""
+    J = torch.func.vmap(torch.func.jacrev(lambda hh, aa: cell._step(aa[None], hh[None])[0]))(h, a)
+    return torch.linalg.eigvals(J).abs().amax(-1)
+
+
+def test_layer_norm_jacobian_is_bounded_by_one_over_sqrt_eps():
+    """The bound the stabilised Li-GRU's ln_eps rests on: ‖∂LN(y)/∂y‖ ≤ 1/sqrt(eps) at every scale of y, and it is
+    reached as y -> 0 (the scale invariance that made eps = 1e-5 blow up)."""
+    torch.manual_seed(0)
+    for eps in (1e-5, 1.0):
+        for scale in (0.0, 1e-3, 1.0, 1e3):
+            y = torch.randn(12, dtype=torch.float64) * scale
+            J = torch.func.jacrev(lambda v, e=eps: F.layer_norm(v, v.shape, eps=e))(y)
+            norm = float(torch.linalg.matrix_norm(J, 2))
+            assert norm <= 1 / math.sqrt(eps) * (1 + 1e-9), (eps, scale, norm)
+        assert norm < 1e-2 / math.sqrt(eps)  # scale 1e3: var ≫ eps, the Jacobian shrinks as 1/|y|
+
+
+def test_stable_ligru_time_radius_is_bounded_at_small_h():
+    """From the zero initial state the time radius of the stabilised Li-GRU is γ‖U‖/sqrt(eps)-sized: > 50 with
+    PyTorch's eps 1e-5, < 2 with the cell's default eps 1 (why LSC could not reach 0.5 before; docs/cells.md)."""
+    assert LN_EPS == 1.0
+    torch.manual_seed(0)
+    a, h0 = torch.randn(16, 32, dtype=torch.float64), torch.zeros(16, 16, dtype=torch.float64)
+    radii = {}
+    for eps in (1e-5, LN_EPS):
+        torch.manual_seed(1)
+        radii[eps] = _time_radius(LiGRUCell(4, 16, stable=True, ln_eps=eps).double(), a, h0).detach()
+    assert float(radii[1e-5].mean()) > 50 and float(radii[LN_EPS].max()) < 2, radii
+    assert LiGRUCell(4, 16, stable=True).ln_eps == LN_EPS
+
+
+def test_stable_ligru_keeps_the_recurrent_term_bounded_with_eps_one():
+    """eps = 1 keeps the cure: however large h is, the normalised recurrent term has RMS ≤ γ (here 1)."""
+    torch.manual_seed(0)
+    cell = LiGRUCell(4, 16, stable=True).double()
+    for scale in (1e-2, 1.0, 1e6):
+        rec = F.layer_norm(F.linear(torch.randn(8, 16, dtype=torch.float64) * scale, cell.weight_hh), (32,),
+                           cell.ln_weight, cell.ln_bias, cell.ln_eps)
+        assert float(rec.pow(2).mean(-1).sqrt().max()) <= 1.0 + 1e-9
+
+
+def test_ligru_rejects_a_bad_ln_eps():
+    with pytest.raises(ValueError, match="ln_eps must be > 0"):
+        LiGRUCell(4, 8, stable=True, ln_eps=0.0)
 
 
 # --- spiking LSTM -------------------------------------------------------------------------------------------------
