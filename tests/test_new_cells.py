@@ -259,6 +259,35 @@ def test_spiking_lstm_spikes_and_surrogate_gradient():
     torch.testing.assert_close(h2, ((g[:, 24:] > 0) & (c2 > 0)).double())
 
 
+def test_spiking_lstm_gates_start_at_threshold_and_deep_layers_fire():
+    """Gate bias 0 (the default): the spiking input / output gates fire for about half the steps at init, the forget
+    gate keeps its bias 1, and a 5-layer stack still spikes in every layer (the worry with bias 0 was silent deep
+    layers); with gate_bias=1 the gates are open nearly always."""
+    cell = SpikingLSTMCell(3, 8)
+    H = 8
+    assert torch.equal(cell.bias[:H], torch.zeros(H)) and torch.equal(cell.bias[H:2 * H], torch.ones(H))
+    assert torch.equal(cell.bias[2 * H:3 * H], torch.zeros(H)) and torch.equal(cell.bias[3 * H:], torch.zeros(H))
+    torch.manual_seed(0)
+    x = torch.rand(32, 12, 8)  # non-negative inputs in [0, 1], like pixels
+
+    def gate_rate(gate_bias: float) -> tuple[float, list[float]]:
+        torch.manual_seed(1)
+        model = build_model(ModelConfig(cell="spiking_lstm", layers=5, width=32), input_size=8, output_size=3)
+        first = model.cells[0]
+        with torch.no_grad():
+            for c in model.cells:
+                c.bias[:32] = gate_bias
+                c.bias[96:] = gate_bias
+            a_i = F.linear(x, first.weight_ih, first.bias)[..., :32]  # layer 1's input gate at h = 0
+            outs = model.run(x).layer_outputs
+        return float((a_i > 0).float().mean()), [float(o.mean()) for o in outs]
+
+    open0, rates0 = gate_rate(0.0)
+    open1, _ = gate_rate(1.0)
+    assert 0.3 < open0 < 0.7 and open1 > 0.9, (open0, open1)
+    assert min(rates0) > 0.05, rates0
+
+
 def test_spiking_lstm_works_with_the_firing_rate_tools():
     from stablernn.diagnostics import firing_rates, is_spiking
     from stablernn.snn.rates import fit_initial_rate, spiking_mask
