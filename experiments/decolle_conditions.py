@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from stablernn.cells import LIFCell
+from stablernn.data import load_task
 from stablernn.models import build_model
 from stablernn.snn.conditions import (
     LayerParams,
@@ -37,7 +38,9 @@ from stablernn.snn.conditions import (
 )
 from stablernn.snn.stats import TaskStats, task_stats
 from stablernn.surrogate import shape_of
+from stablernn.train.loop import seed_everything
 from stablernn.train.runs import load_run
+from stablernn.train.stable import resolve_stable
 
 RATE = 0.5  # the conditions' Bernoulli spike rate (paper B)
 
@@ -61,6 +64,14 @@ def layer_residuals(cell: LIFCell, stats: TaskStats) -> dict[str, float]:
     }
 
 
+def initial_model(config):
+    """The network a run started from: the same calls, in the same order, as ``stablernn.fit`` (the global seed,
+    then the task, then the build; the weights not set by a condition come from the global generator)."""
+    seed_everything(config.train.seed)
+    data = load_task(config.data)
+    return build_model(resolve_stable(config, data.info).model, data.info, seed=config.train.seed)
+
+
 def model_residuals(model, stats: TaskStats) -> list[dict[str, float]]:
     return [layer_residuals(c, stats if l == 0 else TaskStats.spikes(RATE)) for l, c in enumerate(model.cells)]
 
@@ -76,7 +87,7 @@ def main() -> None:
         if run.config.model.cell != "decolle":
             continue
         stats = task_stats(run.task)
-        init = build_model(run.config.model, run.task, seed=run.config.train.seed)
+        init = initial_model(run.config)
         final = json.loads((run_dir / "final.json").read_text())
         rows.append({"run": run_dir.name, "conditions": list(run.config.model.conditions),
                      "local_loss": run.config.train.local_loss, "seed": run.config.train.seed,
@@ -88,6 +99,29 @@ def main() -> None:
                          for when in ("init", "trained") for l, lay in enumerate(r[when])), flush=True)
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1))
+    print(summary_table(rows))
+
+
+def summary_table(rows: list[dict]) -> str:
+    """Markdown: per (conditions, local loss, layer) the four quantities at init -> after training and the test
+    accuracy, mean ± sd over seeds."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(("-".join(r["conditions"]) or "none", r["local_loss"]), []).append(r)
+
+    def ms(vals: list[float]) -> str:
+        t = torch.tensor(vals, dtype=torch.float64)
+        return f"{t.mean():.3g} ± {t.std():.2g}" if len(vals) > 1 else f"{t.mean():.3g}"
+
+    lines = ["| conditions | local loss | layer | I: E[v]/ϑ | II: rec/in current | III: max gain | IV: E gain² "
+             "| test acc (%) |", "|---|---:|---:|---|---|---|---|---:|"]
+    for (conds, ll), rs in sorted(groups.items()):
+        for l in range(len(rs[0]["init"])):
+            cells = [f"{ms([r['init'][l][k] for r in rs])} → {ms([r['trained'][l][k] for r in rs])}"
+                     for k in ("I", "II", "III", "IV")]
+            acc = ms([100 * r["test_acc"] for r in rs]) if l == 0 else ""
+            lines.append(f"| {conds} | {ll:g} | {l + 1} | " + " | ".join(cells) + f" | {acc} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
