@@ -44,11 +44,13 @@ def gate_rates(model, x: torch.Tensor) -> list[dict[str, float]]:
     return [{k: round(v / x.shape[1], 3) for k, v in r.items()} for r in acc]
 
 
-def run_one(task: str, lr: float, seed: int, gate_bias: float, out_dir: str) -> dict:
+def run_one(task: str, lr: float, seed: int, gate_bias: float, out_dir: str, *, forget_bias: float = 1.0,
+            dampening: float = 0.5) -> dict:
     layout = {"layout": "rows"} if task == "digits" else {}
     data = load_task(DataConfig(task=task, batch_size=64, **layout))
-    run = RunConfig(name=f"gate{gate_bias:g}_{task}_lr{lr:g}_s{seed}", out_dir=out_dir,
-                    model=ModelConfig(cell="spiking_lstm", layers=2, width=32, threshold=0.5, dampening=0.5),
+    name = f"gate{gate_bias:g}_forget{forget_bias:g}_damp{dampening:g}_{task}_lr{lr:g}_s{seed}"
+    run = RunConfig(name=name, out_dir=out_dir,
+                    model=ModelConfig(cell="spiking_lstm", layers=2, width=32, threshold=0.5, dampening=dampening),
                     data=DataConfig(task=task, batch_size=64, **layout),
                     train=TrainConfig(epochs=8 if task == "digits" else 4, lr=lr, optimizer="adamw", clip_norm=None,
                                       seed=seed, threads=1, progress=False))
@@ -59,18 +61,22 @@ def run_one(task: str, lr: float, seed: int, gate_bias: float, out_dir: str) -> 
         H = c.hidden_size
         with torch.no_grad():  # gate order i, f, g, o: the spiking input and output gates
             c.bias[:H] = gate_bias
+            c.bias[H:2 * H] = forget_bias
             c.bias[3 * H:] = gate_bias
     data.train.set_epoch(0)
     x, _ = next(iter(data.train))
     before = gate_rates(model, x)
     res = fit(run, data=data, model=model, overwrite=True)
-    return {"gate_bias": gate_bias, "task": task, "lr": lr, "seed": seed, "test_acc": res["test_acc"],
+    return {"gate_bias": gate_bias, "forget_bias": forget_bias, "dampening": dampening, "task": task, "lr": lr,
+            "seed": seed, "test_acc": res["test_acc"],
             "rates_init": before, "rates_trained": gate_rates(model, x)}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gate-bias", type=float, nargs="+", default=[0.0, 1.0])
+    ap.add_argument("--forget-bias", type=float, default=1.0, help="initial forget-gate bias (the cell's default 1)")
+    ap.add_argument("--dampening", type=float, default=0.5, help="SG dampening (the sweeps' 0.5)")
     ap.add_argument("--task", nargs="+", default=["digits"], choices=["digits", "mnist1d"])
     ap.add_argument("--lr", type=float, nargs="+", default=[0.01])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -81,7 +87,8 @@ def main() -> None:
         for gb in args.gate_bias:
             for lr in args.lr:
                 for seed in args.seeds:
-                    print(json.dumps(run_one(task, lr, seed, gb, args.out_dir)), flush=True)
+                    print(json.dumps(run_one(task, lr, seed, gb, args.out_dir, forget_bias=args.forget_bias,
+                                             dampening=args.dampening)), flush=True)
 
 
 if __name__ == "__main__":

@@ -175,7 +175,8 @@ def test_batch_normalise_training_uses_each_steps_batch():
 
 def test_unstabilised_ligru_explodes_and_the_stable_one_does_not():
     """Recurrent gain 3 on the candidate: the ReLU candidate grows h geometrically in the Li-GRU; the layer-normalised
-    recurrent term keeps it O(1) and its gradients finite and moderate (arXiv:2302.10144, §3)."""
+    recurrent term keeps it O(1) and its gradients finite and moderate (arXiv:2302.10144, §3), with the cell's
+    default layer-norm eps 1 (once |U h| ≫ 1 the term is normalised as with eps 1e-5)."""
     torch.manual_seed(0)
     hs, grads = {}, {}
     for stable in (False, True):
@@ -225,16 +226,6 @@ def test_stable_ligru_time_radius_is_bounded_at_small_h():
         radii[eps] = _time_radius(LiGRUCell(4, 16, stable=True, ln_eps=eps).double(), a, h0).detach()
     assert float(radii[1e-5].mean()) > 50 and float(radii[LN_EPS].max()) < 2, radii
     assert LiGRUCell(4, 16, stable=True).ln_eps == LN_EPS
-
-
-def test_stable_ligru_keeps_the_recurrent_term_bounded_with_eps_one():
-    """eps = 1 keeps the cure: however large h is, the normalised recurrent term has RMS ≤ γ (here 1)."""
-    torch.manual_seed(0)
-    cell = LiGRUCell(4, 16, stable=True).double()
-    for scale in (1e-2, 1.0, 1e6):
-        rec = F.layer_norm(F.linear(torch.randn(8, 16, dtype=torch.float64) * scale, cell.weight_hh), (32,),
-                           cell.ln_weight, cell.ln_bias, cell.ln_eps)
-        assert float(rec.pow(2).mean(-1).sqrt().max()) <= 1.0 + 1e-9
 
 
 def test_ligru_rejects_a_bad_ln_eps():
