@@ -18,12 +18,12 @@ so the recurrent contribution has unit scale whatever |h| is, and its Jacobian s
 
 The layer norm's epsilon is 1 here, not PyTorch's 1e-5 (``LN_EPS``; ``ln_eps`` to change it). LN is scale-invariant,
 so its Jacobian is ``(γ/s) (I - 11ᵀ/n - ŷŷᵀ/n)`` with ``s = sqrt(var(U h) + eps)``: of norm ``γ/s ≤ γ/sqrt(eps)``,
-i.e. it grows as ``1/|h|`` when ``h`` is small. With eps = 1e-5 the time Jacobian's radius at init measured 118 at the
-zero initial state and 7.4 at t = 1 (2 x 64 on digits; docs/cells.md), so LSC could not bring it to 0.5 (ends at 3.9 /
-38 at depth 2 / 5). eps = 1 sets the crossover at the unit scale of the batch-normalised input term: for ``var(U h) ≫
-1`` the term is normalised as in the paper (its RMS is at most γ whatever |h| is, the cure for the explosion); for
-small ``h`` it is ``≈ γ U h`` with the Jacobian bounded by ``γ ‖U‖``, the Li-GRU's own. Measured radius at init:
-0.85 at every step; LSC then converges at depth 2 and 5 (tests/test_lsc_new_cells.py).
+i.e. it grows as ``1/|h|`` when ``h`` is small. With eps = 1e-5 the time Jacobian's radius at init measured 118 at
+the zero initial state and 7.4 at t = 1 (one 64-unit layer on digits rows; docs/cells.md), so LSC could not bring it
+to 0.5 (it ended at 3.9 / 38 at depth 2 / 5). eps = 1 sets the crossover at the unit scale of the batch-normalised
+input term: for ``var(U h) ≫ 1`` the term is normalised as in the paper (its RMS is at most γ whatever |h| is, the
+cure for the explosion); for small ``h`` it is ``≈ γ U h`` with the Jacobian bounded by ``γ ‖U‖``, the Li-GRU's own.
+Measured radius at init: 0.84-0.86 at every step; LSC then converges at depth 2 and 5 (tests/test_lsc_new_cells.py).
 
 Batch normalisation of the input projection uses the batch statistics of each time step in training mode and running
 statistics in eval mode. The step (:meth:`LiGRUCell.forward`) is pure: the running statistics are updated by
