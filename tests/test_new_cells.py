@@ -211,6 +211,8 @@ def test_layer_norm_jacobian_is_bounded_by_one_over_sqrt_eps():
             J = torch.func.jacrev(lambda v, e=eps: F.layer_norm(v, v.shape, eps=e))(y)
             norm = float(torch.linalg.matrix_norm(J, 2))
             assert norm <= 1 / math.sqrt(eps) * (1 + 1e-9), (eps, scale, norm)
+            if scale == 0.0:  # y = 0: J = (I - 11ᵀ/n) / sqrt(eps), the bound itself
+                assert norm == pytest.approx(1 / math.sqrt(eps), rel=1e-9)
         assert norm < 1e-2 / math.sqrt(eps)  # scale 1e3: var ≫ eps, the Jacobian shrinks as 1/|y|
 
 
