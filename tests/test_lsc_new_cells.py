@@ -20,6 +20,7 @@ torch.set_num_threads(1)
 # and a new cell, and the two new LRU reparameterisations
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "ligru": ("ligru", {}),
+    "ligru_stable": ("ligru_stable", {}),
     "spiking_lstm": ("spiking_lstm", {}),
     "decolle": ("decolle", {}),
     "gru_lowrank": ("gru", {"recurrent_rank": 8, "recurrent_density": 0.5}),
@@ -37,7 +38,7 @@ def _model(variant: str, layers: int, width: int, seed: int = 0) -> nn.Module:
                        seq_len=8)
 
 
-@pytest.mark.parametrize("variant", [*VARIANTS, "ligru_stable"])
+@pytest.mark.parametrize("variant", list(VARIANTS))
 def test_lsc_smoke_new_kinds(variant, digits):
     assert_lsc_smoke(_model(variant, 2, 8), digits)
 
@@ -45,7 +46,8 @@ def test_lsc_smoke_new_kinds(variant, digits):
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", ["ligru", "decolle"])
 def test_lsc_reaches_target_small_new_kinds(variant, digits):
-    rep = lsc_pretrain(_model(variant, 2, 16), _batches(digits), lr=2e-2, max_steps=300, progress=False)
+    rep = lsc_pretrain(_model(variant, 2, 16), _batches(digits), lr=2e-2, max_steps=300, progress=False,
+                       activity=None)  # the radius mechanics, as in test_lsc.py
     assert rep.stop_reason.startswith("converged"), rep.stop_reason
     _assert_reached(rep)
 
@@ -55,18 +57,14 @@ def test_lsc_reaches_target_small_new_kinds(variant, digits):
 @pytest.mark.parametrize("layers", [2, 5])
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_lsc_reaches_target_width64_new_kinds(variant, layers, digits):
-    """Each new cell / option at width 64, depth 2 and 5, target 0.5 (decoder 1), as for the existing cells."""
+    """Each new cell / option at width 64, depth 2 and 5, target 0.5 (decoder 1), as for the existing cells. The
+    stabilised Li-GRU reaches it with its layer-norm eps = 1 (with eps = 1e-5 it ended at time radius 3.9 / 38:
+    src/stablernn/cells/ligru.py)."""
     model = _model(variant, layers, 64)
-    rep = lsc_pretrain(model, _batches(digits), lr=2e-2, max_steps=1500, time_limit=None, progress=False)
+    # activity=None: the radius mechanics, as test_lsc.py's acceptance runs. With the activity guard on (the default)
+    # the LIF-based decolle and lif_lowrank meet the targets only by silencing every layer, the guard refits their
+    # biases and the time radius then ends at 0.57-0.63 (measured 2026-11-29; docs/lsc.md, "Activity guard")
+    rep = lsc_pretrain(model, _batches(digits), lr=2e-2, max_steps=1500, time_limit=None, progress=False,
+                       activity=None)
     _assert_reached(rep)
     assert rep.stop_reason.startswith("converged"), rep.stop_reason
-
-
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="negative result (docs/cells.md): LN(U h) makes the time Jacobian ∝ γ/std(U h), "
-                   "γ U / sqrt(eps) at the zero initial state; LSC ends at time radius 3.9 (depth 2), 38 (depth 5)")
-@pytest.mark.parametrize("layers", [2, 5])
-def test_lsc_on_the_stabilised_ligru_misses_the_time_target(layers, digits):
-    model = _model("ligru_stable", layers, 64)
-    rep = lsc_pretrain(model, _batches(digits), lr=2e-2, max_steps=1500, time_limit=None, progress=False)
-    _assert_reached(rep)

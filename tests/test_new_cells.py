@@ -33,7 +33,7 @@ from stablernn.cells import (
     spectral_radius,
     spiking_lstm_step,
 )
-from stablernn.cells.ligru import batch_normalise, update_running_stats_
+from stablernn.cells.ligru import LN_EPS, batch_normalise, update_running_stats_
 from stablernn.data.base import TaskInfo
 from stablernn.models import MATRIX_RECURRENT_KINDS, ModelConfig, build_model
 from stablernn.train.losses import LocalLoss, local_readouts
@@ -175,7 +175,8 @@ def test_batch_normalise_training_uses_each_steps_batch():
 
 def test_unstabilised_ligru_explodes_and_the_stable_one_does_not():
     """Recurrent gain 3 on the candidate: the ReLU candidate grows h geometrically in the Li-GRU; the layer-normalised
-    recurrent term keeps it O(1) and its gradients finite and moderate (arXiv:2302.10144, §3)."""
+    recurrent term keeps it O(1) and its gradients finite and moderate (arXiv:2302.10144, §3), with the cell's
+    default layer-norm eps 1 (once |U h| ≫ 1 the term is normalised as with eps 1e-5)."""
     torch.manual_seed(0)
     hs, grads = {}, {}
     for stable in (False, True):
@@ -194,6 +195,46 @@ def test_unstabilised_ligru_explodes_and_the_stable_one_does_not():
     assert grads[False] > 1e6 * max(grads[True], 1e-12), grads
 
 
+def _time_radius(cell: LiGRUCell, a: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """Per-sample spectral radius of ∂h[t]/∂h[t-1] of one Li-GRU step."""
+    J = torch.func.vmap(torch.func.jacrev(lambda hh, aa: cell._step(aa[None], hh[None])[0]))(h, a)
+    return torch.linalg.eigvals(J).abs().amax(-1)
+
+
+def test_layer_norm_jacobian_is_bounded_by_one_over_sqrt_eps():
+    """The bound the stabilised Li-GRU's ln_eps rests on: ‖∂LN(y)/∂y‖ ≤ 1/sqrt(eps) at every scale of y, and it is
+    reached as y -> 0 (the scale invariance that made eps = 1e-5 blow up)."""
+    torch.manual_seed(0)
+    for eps in (1e-5, 1.0):
+        for scale in (0.0, 1e-3, 1.0, 1e3):
+            y = torch.randn(12, dtype=torch.float64) * scale
+            J = torch.func.jacrev(lambda v, e=eps: F.layer_norm(v, v.shape, eps=e))(y)
+            norm = float(torch.linalg.matrix_norm(J, 2))
+            assert norm <= 1 / math.sqrt(eps) * (1 + 1e-9), (eps, scale, norm)
+            if scale == 0.0:  # y = 0: J = (I - 11ᵀ/n) / sqrt(eps), the bound itself
+                assert norm == pytest.approx(1 / math.sqrt(eps), rel=1e-9)
+        assert norm < 1e-2 / math.sqrt(eps)  # scale 1e3: var ≫ eps, the Jacobian shrinks as 1/|y|
+
+
+def test_stable_ligru_time_radius_is_bounded_at_small_h():
+    """From the zero initial state the time radius of the stabilised Li-GRU is γ‖U‖/sqrt(eps)-sized: > 50 with
+    PyTorch's eps 1e-5, < 2 with the cell's default eps 1 (why LSC could not reach 0.5 before; docs/cells.md)."""
+    assert LN_EPS == 1.0
+    torch.manual_seed(0)
+    a, h0 = torch.randn(16, 32, dtype=torch.float64), torch.zeros(16, 16, dtype=torch.float64)
+    radii = {}
+    for eps in (1e-5, LN_EPS):
+        torch.manual_seed(1)
+        radii[eps] = _time_radius(LiGRUCell(4, 16, stable=True, ln_eps=eps).double(), a, h0).detach()
+    assert float(radii[1e-5].mean()) > 50 and float(radii[LN_EPS].max()) < 2, radii
+    assert LiGRUCell(4, 16, stable=True).ln_eps == LN_EPS
+
+
+def test_ligru_rejects_a_bad_ln_eps():
+    with pytest.raises(ValueError, match="ln_eps must be > 0"):
+        LiGRUCell(4, 8, stable=True, ln_eps=0.0)
+
+
 # --- spiking LSTM -------------------------------------------------------------------------------------------------
 def test_spiking_lstm_spikes_and_surrogate_gradient():
     torch.manual_seed(0)
@@ -209,6 +250,58 @@ def test_spiking_lstm_spikes_and_surrogate_gradient():
     g = a + h @ cell.weight_hh.T
     torch.testing.assert_close(c2, torch.sigmoid(g[:, 8:16]) * c + (g[:, :8] > 0).double() * torch.tanh(g[:, 16:24]))
     torch.testing.assert_close(h2, ((g[:, 24:] > 0) & (c2 > 0)).double())
+
+
+def test_spiking_lstm_silent_input_keeps_the_layer_coupled():
+    """After a step of silent input from the zero state, each neuron's stored output-gate pre-activation is its bias.
+    With gate bias exactly 0 the output spike sits at H(0) = 0 with no path back, and the next time Jacobian is
+    diagonal plus a zero block (repeated eigenvalues; LSC's exact-eigenvalue gradient failed on such a net); the
+    default bias 0.01 keeps the output gate open, so the cell state couples back through the recurrent weights."""
+    from torch.func import jacrev
+
+    for gate_bias, coupled in ((0.0, False), (0.01, True)):
+        torch.manual_seed(0)
+        cell = SpikingLSTMCell(3, 6, gate_bias=gate_bias).double()
+        x = torch.zeros(1, 3, dtype=torch.float64)
+        st0 = cell.initial_state(1, dtype=torch.float64)
+
+        def step(s, cell=cell, x=x, st0=st0):
+            return cell.stability_state(cell(x, cell.with_stability_state(st0, s))[1])
+
+        s1 = step(cell.stability_state(st0))
+        J = jacrev(step)(s1)[0, :, 0, :]
+        off_diag = J - torch.diag(torch.diagonal(J))
+        assert bool(off_diag.abs().max() > 0) == coupled, (gate_bias, J)
+
+
+def test_spiking_lstm_gates_start_at_threshold_and_deep_layers_fire():
+    """Gate bias 0.01 (the default): the spiking input / output gates fire for about half the steps at init, the
+    forget gate keeps its bias 1, and a 5-layer stack still spikes in every layer (the worry with bias ≈ 0 was silent
+    deep layers); with gate_bias=1 the gates are open nearly always."""
+    cell = SpikingLSTMCell(3, 8)
+    H = 8
+    assert torch.equal(cell.bias[:H], torch.full((H,), 0.01)) and torch.equal(cell.bias[H:2 * H], torch.ones(H))
+    assert torch.equal(cell.bias[2 * H:3 * H], torch.zeros(H))
+    assert torch.equal(cell.bias[3 * H:], torch.full((H,), 0.01))
+    torch.manual_seed(0)
+    x = torch.rand(32, 12, 8)  # non-negative inputs in [0, 1], like pixels
+
+    def gate_rate(gate_bias: float) -> tuple[float, list[float]]:
+        torch.manual_seed(1)
+        model = build_model(ModelConfig(cell="spiking_lstm", layers=5, width=32), input_size=8, output_size=3)
+        first = model.cells[0]
+        with torch.no_grad():
+            for c in model.cells:
+                c.bias[:32] = gate_bias
+                c.bias[96:] = gate_bias
+            a_i = F.linear(x, first.weight_ih, first.bias)[..., :32]  # layer 1's input gate at h = 0
+            outs = model.run(x).layer_outputs
+        return float((a_i > 0).float().mean()), [float(o.mean()) for o in outs]
+
+    open0, rates0 = gate_rate(0.01)
+    open1, _ = gate_rate(1.0)
+    assert 0.3 < open0 < 0.7 and open1 > 0.9, (open0, open1)
+    assert min(rates0) > 0.05, rates0
 
 
 def test_spiking_lstm_works_with_the_firing_rate_tools():
