@@ -35,7 +35,7 @@ def main() -> None:
     x, y = next(iter(data.train))
     L, T = a.layers, a.seq_len
     print(f"{a.cell} L={L} T={T} {a.task}; theory targets {theory_targets(L, T)}")
-    print("| rule | time | depth | encoder | decoder | reach log10 |dL/ds[0,0]|/|dL/ds[T-1,L-1]| | per-layer reach at t=0 |")
+    print("| rule | time | depth | encoder | decoder | reach (log10) | per-layer reach at t=0 |")
     print("|---|---|---|---|---|---|---|")
     for rule in a.rules.split(","):
         model = build_model(ModelConfig(cell=a.cell, layers=L, width=a.width), data.info, seed=0)
