@@ -337,6 +337,9 @@ def test_resolve_stable_expands_to_stable_targets_and_the_spiking_design(digits)
     assert alif.model.conditions == AUTO_CONDITIONS
     tanh = resolve_stable(RunConfig(model=ModelConfig(cell="tanh_rnn", layers=4), train=TrainConfig(stable="auto")))
     assert tanh.lsc.target == stable_targets(4, "tanh_rnn") and "time" in tanh.lsc.families
+    with pytest.raises(ValueError, match="families are limited"):
+        resolve_stable(RunConfig(model=ModelConfig(cell="gru"), lsc=LSCConfig(families=("time",)),
+                                 train=TrainConfig(stable="auto")))
     own = resolve_stable(RunConfig(model=ModelConfig(cell="lif", conditions=("I",)), lsc=LSCConfig(target=0.7,
                                    max_steps=5), train=TrainConfig(stable="auto")))
     assert own.model.conditions == ("I",) and own.lsc.target == 0.7 and own.lsc.max_steps == 5

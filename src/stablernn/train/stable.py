@@ -56,6 +56,9 @@ def resolve_stable(run: RunConfig, info: TaskInfo | None = None) -> RunConfig:
     if lsc.target == "auto":  # the user named no target: signal-preserving targets (lsc/theory.py stable_targets)
         targets = stable_targets(run.model.layers, run.model.cell)
         families = tuple(f for f in lsc.families if f in targets)
+        if not families:
+            raise ValueError(f"--stable auto pre-trains {sorted(targets)} for a {run.model.cell} net, but the LSC "
+                             f"families are limited to {list(lsc.families)}; drop the families option or give a target")
         lsc = dataclasses.replace(lsc, target={f: targets[f] for f in families}, families=families)
     model = run.model
     if model.cell in SPIKING_CELLS and not model.conditions:
