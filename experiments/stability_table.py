@@ -21,7 +21,8 @@ def arm_of(cfg: dict[str, Any]) -> str:
     """The stabiliser a run's config switched on ("default" when none)."""
     m, t, lsc = cfg["model"], cfg["train"], cfg.get("lsc")
     if t.get("stable") == "auto":
-        return "--stable auto"
+        extra = [name for flag, name in (("layer_norm", "layer norm"), ("lsuv", "LSUV")) if m.get(flag)]
+        return " + ".join(["--stable auto", *extra])
     for flag, name in (("chrono", "chrono"), ("layer_norm", "layer norm"), ("lsuv", "LSUV")):
         if m.get(flag):
             return name
@@ -40,7 +41,7 @@ def arm_of(cfg: dict[str, Any]) -> str:
     return "default"
 
 
-def collect(roots: list[Path]) -> dict[tuple[str, int, str], dict[str, list[dict[str, Any]]]]:
+def collect(roots: list[Path], with_lr: bool = False) -> dict[tuple[str, int, str], dict[str, list[dict[str, Any]]]]:
     rows: dict[tuple[str, int, str], dict[str, list[dict[str, Any]]]] = {}
     for root in roots:
         for final in sorted(root.glob("*/final.json")):
@@ -55,7 +56,8 @@ def collect(roots: list[Path]) -> dict[tuple[str, int, str], dict[str, list[dict
                 r = json.loads(report.read_text())
                 rec["lsc_seconds"] = r["seconds"]
                 rec["silenced"] = (r.get("activity") or {}).get("silenced")
-            key = (cfg["model"]["cell"], int(cfg["model"]["layers"]), arm_of(cfg))
+            arm = arm_of(cfg) + (f" @ lr {cfg['train']['lr']:g}" if with_lr else "")
+            key = (cfg["model"]["cell"], int(cfg["model"]["layers"]), arm)
             rows.setdefault(key, {}).setdefault(task, []).append(rec)
     return rows
 
@@ -122,8 +124,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("roots", nargs="+", type=Path, help="sweep output folders (runs/stability_...)")
     ap.add_argument("--figure", type=Path, default=None, help="also draw the accuracies here (png)")
+    ap.add_argument("--with-lr", action="store_true", help="name each arm with its learning rate too")
     args = ap.parse_args()
-    rows = collect(args.roots)
+    rows = collect(args.roots, args.with_lr)
     if not rows:
         raise SystemExit(f"no finished runs under {', '.join(map(str, args.roots))}")
     print(table(rows))

@@ -97,6 +97,36 @@ def theory_targets(L: int, T: int, *, grid: int = 199) -> dict[str, float]:
     return {"time": 1.0 - best_rl, "depth": best_rl, "encoder": 1.0, "decoder": 1.0}
 
 
+OWN_CLOCK_CELLS: tuple[str, ...] = ("lstm", "gru", "ligru", "ligru_stable", "lif", "alif", "lru", "reslru",
+                                     "spiking_lstm", "decolle")
+
+
+def stable_targets(L: int, cell: str) -> dict[str, float]:
+    """The targets ``--stable auto`` uses (issue 16): every edge that carries the signal to the output at radius 1.
+
+    Encoder, depth and decoder edges at 1: paper A's feed-forward result (a layer at radius 1 passes its input's
+    scale on), applied to the ``L - 1`` depth edges every path has to cross; the ``theory`` split instead sets them
+    to ~0.2 and attenuates the forward signal and the gradient by ~0.2^(L-1) (measured on a 4x32 tanh RNN, delayed
+    recall T = 50: the gradient reaching step 0 falls from 10^-2.9 (default init) to 10^-4.2, and to 10^-14 at
+    target 0.5, where target 1 keeps it at 10^0.4; experiments/stability_diagnose.py, docs/results.md). The path
+    bound ``(ρ_t + ρ_l)^n`` that asks for ``ρ_t + ρ_l <= 1`` is loose by the same measurement: the random Jacobians'
+    paths do not add in phase. Time edges: 1 for cells whose memory is the recurrent matrix (Elman), as for a
+    single layer; left out (not pre-trained) for cells with a clock of their own (gates, leaks, LRU eigenvalues:
+    ``OWN_CLOCK_CELLS``), whose time radius LSC would set by rescaling that clock.
+
+    Returns the families to pre-train and their targets: ``{"time": 1.0, "depth": 1.0, "encoder": 1.0,
+    "decoder": 1.0}``, without ``time`` for ``OWN_CLOCK_CELLS`` and without ``depth`` for ``L == 1``.
+    """
+    if L < 1:
+        raise ValueError(f"stable targets need L >= 1 layers, got L={L}")
+    out = {"encoder": 1.0, "decoder": 1.0}
+    if cell not in OWN_CLOCK_CELLS:
+        out["time"] = 1.0
+    if L > 1:
+        out["depth"] = 1.0
+    return out
+
+
 # --- the PascalRNN toy --------------------------------------------------------------------------------------------
 def pascal_rnn_gradients(rho: float, T: int = 100, L: int = 10) -> np.ndarray:
     """``|dy / dx[t]|`` for ``t = 0..T-1`` of the scalar PascalRNN, by autograd (float64).
@@ -145,6 +175,7 @@ def plot_pascal_rnn(path: str | Path, rhos: tuple[float, ...] = (1.0, 0.5), T: i
 
 
 __all__ = [
+    "OWN_CLOCK_CELLS",
     "bound_grid",
     "gradient_bound",
     "log10_gradient_bound",
@@ -153,6 +184,7 @@ __all__ = [
     "pascal_rnn_gradients",
     "path_count",
     "plot_pascal_rnn",
+    "stable_targets",
     "theory_targets",
     "total_path_weight",
     "unbalanced_targets",

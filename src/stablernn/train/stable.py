@@ -3,9 +3,13 @@
 :func:`resolve_stable` turns ``TrainConfig.stable = "auto"`` into explicit settings before anything is built, so
 ``config.json`` holds what ran and ``load_run`` rebuilds the same network:
 
-- LSC pre-training with target ``"theory"`` (per-family radii chosen from depth L and length T,
-  :func:`stablernn.lsc.theory.theory_targets`); the run's own ``[lsc]`` options are kept when given (its target
-  too, unless it is the default ``"auto"``);
+- LSC pre-training to the signal-preserving targets of :func:`stablernn.lsc.theory.stable_targets` (encoder, depth,
+  decoder and, for Elman cells, time at radius 1; the time family left alone for cells with a clock of their own:
+  gates, leaks), written into the config as an explicit per-family dict; the run's own ``[lsc]`` options are kept
+  when given (its target too, unless it is the default ``"auto"``). Chosen by measurement (issue 16,
+  docs/results.md "Where stability matters"): the earlier ``"theory"`` split (depth ~0.2) cut the gradient reaching
+  the first step of a 4x32 tanh RNN at T = 50 to 10^-4.2 and left a 4-layer GRU (T = 50) and ReLU-RNN (T = 20) at
+  chance where their default or IRNN nets learn;
 - the activity guard on (``LSCConfig.activity``; a user's explicit ``None`` is kept);
 - for LIF/ALIF nets without conditions of their own: the weight part of paper B's stability design (arXiv:2202.00282,
   Sec. 3), Conditions I and II, applied by the builder; where Condition II has no solution for the task (it asks
@@ -28,6 +32,7 @@ from torch import nn
 from ..data.base import TaskInfo
 from ..inits import lsuv_init_
 from ..lsc.config import LSCConfig
+from ..lsc.theory import stable_targets
 from ..models import ModelConfig, build_model
 from .config import RunConfig
 
@@ -48,8 +53,13 @@ def resolve_stable(run: RunConfig, info: TaskInfo | None = None) -> RunConfig:
     if run.model.cell == "ffn":
         raise ValueError("--stable auto is for recurrent nets; for an FFN use --lsc 1.0 (one path per layer)")
     lsc = run.lsc if run.lsc is not None else LSCConfig()
-    if lsc.target == "auto":
-        lsc = dataclasses.replace(lsc, target="theory")
+    if lsc.target == "auto":  # the user named no target: signal-preserving targets (lsc/theory.py stable_targets)
+        targets = stable_targets(run.model.layers, run.model.cell)
+        families = tuple(f for f in lsc.families if f in targets)
+        if not families:
+            raise ValueError(f"--stable auto pre-trains {sorted(targets)} for a {run.model.cell} net, but the LSC "
+                             f"families are limited to {list(lsc.families)}; drop the families option or give a target")
+        lsc = dataclasses.replace(lsc, target={f: targets[f] for f in families}, families=families)
     model = run.model
     if model.cell in SPIKING_CELLS and not model.conditions:
         model = dataclasses.replace(model, conditions=_spiking_conditions(model, info, run.train.seed))
