@@ -22,6 +22,7 @@ def _run(argv, capsys):
     (["train", "--optimizer", "lion"], "unknown optimizer 'lion'; choose one of adamw"),
     (["train", "--rate-ramp", "a:b"], "--rate-ramp expects values separated by ':'"),
     (["train", "--config", "missing.toml"], "config file missing.toml does not exist"),
+    (["train", "--clip-norm", "abc"], "--clip-norm expects a number or none, got 'abc'"),
 ])
 def test_user_errors_are_one_line(argv, msg, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -51,6 +52,21 @@ def test_train_writes_a_run_and_options_override_the_config_file(capsys, tmp_pat
     assert (cfg["model"]["cell"], cfg["model"]["width"], cfg["train"]["epochs"]) == ("gru", 16, 1)
     assert cfg["train"]["rate_ramp"] == [0.1, 0.5]
     assert "test_acc" in out and str(run_dir) in out
+
+
+def test_optional_numbers_take_none_on_the_command_line_and_in_config_files(tmp_path):
+    """TOML and the shell have no null: "none" turns an optional number off (``--clip-norm none``), as in sweeps."""
+    from stablernn.cli.options import build_run_config, option_specs
+    from stablernn.lsc.config import LSCConfig
+    from stablernn.train.config import TrainConfig
+
+    specs = option_specs({"train": TrainConfig, "lsc": LSCConfig}, prefixed={"lsc": "lsc"})
+    run = build_run_config(specs, {"clip_norm": "none", "lsc_time_limit": "None", "lsc_batch_size": "4"}, None)
+    assert run.train.clip_norm is None and run.lsc.time_limit is None and run.lsc.batch_size == 4
+    assert build_run_config(specs, {"clip_norm": "0.5"}, None).train.clip_norm == 0.5
+    p = tmp_path / "c.toml"
+    p.write_text('[train]\nclip_norm = "none"\n')
+    assert build_run_config(specs, {}, str(p)).train.clip_norm is None
 
 
 def test_help_lists_every_command(capsys):

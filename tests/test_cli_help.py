@@ -16,7 +16,7 @@ from stablernn.cli.options import choices_metavar, option_specs, parse_value
 from stablernn.cli.train import TRAIN_SPECS, run_config_from_cli
 from stablernn.data import DataConfig, DataError
 from stablernn.dynamics.memory import DynamicsConfig
-from stablernn.fields import check_fields, help_of, literal_choices, option
+from stablernn.fields import allows_none, check_fields, help_of, literal_choices, option
 from stablernn.lsc.config import FAMILIES, LSCConfig
 from stablernn.models import CELL_KINDS, CONDITIONS, ModelConfig
 from stablernn.snn import conditions as snn_conditions
@@ -209,6 +209,12 @@ def test_each_set_of_choices_is_defined_once():
     assert tuple(SHAPES) == typing.get_args(ShapeName) and tuple(ALIASES) == typing.get_args(AliasName)
     assert literal_choices(typing.get_type_hints(ModelConfig)["surrogate"]) == tuple(names())
     assert literal_choices(typing.get_type_hints(DesignConfig)["shape"]) == tuple(names())
+
+
+def test_allows_none_reads_optional_fields():
+    hints = typing.get_type_hints(ModelConfig)
+    assert allows_none(float | None) and allows_none(typing.Optional[int])  # noqa: UP045
+    assert not allows_none(float) and not allows_none(hints["surrogate"])
 
 
 def test_option_needs_a_one_line_help():

@@ -34,7 +34,7 @@ from .lsc.config import LSCConfig
 from .lsc.measures import WarmState, warm_norm, warm_radius
 from .lsc.pretrain import LSCReport, lsc_pretrain
 from .lsc.radii import radii_over_time
-from .lsc.theory import theory_targets
+from .lsc.theory import stable_targets, theory_targets
 from .models import FFN, DeepRNN, ModelConfig, build_model
 from .snn.conditions import TaskStats
 from .snn.design import DesignConfig, apply_design_, design_model, stability_design
@@ -113,6 +113,7 @@ __all__ = [
     "resolve_stable",
     "run_sweep",
     "stability_design",
+    "stable_targets",
     "surrogate",
     "theory_targets",
     "warm_norm",

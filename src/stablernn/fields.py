@@ -66,6 +66,11 @@ def literal_choices(tp: Any) -> tuple[str, ...] | None:
     return None
 
 
+def allows_none(tp: Any) -> bool:
+    """Whether the field's type is ``X | None``."""
+    return type(None) in _union_args(tp)
+
+
 def is_tuple_field(tp: Any) -> bool:
     """Whether the field holds a tuple (possibly ``| None``)."""
     return any(typing.get_origin(a) is tuple for a in _union_args(tp))
@@ -134,4 +139,5 @@ def require(ok: bool, message: str, error: type[ValueError] = ValueError) -> Non
         raise error(message)
 
 
-__all__ = ["check_fields", "field_types", "help_of", "is_tuple_field", "literal_choices", "option", "require"]
+__all__ = ["allows_none", "check_fields", "field_types", "help_of", "is_tuple_field", "literal_choices", "option",
+           "require"]

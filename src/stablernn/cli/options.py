@@ -16,7 +16,7 @@ from typing import Any
 
 import typer
 
-from ..fields import field_types, help_of, is_tuple_field, literal_choices
+from ..fields import allows_none, field_types, help_of, is_tuple_field, literal_choices
 from ..train.config import RunConfig, dataclass_from_dict, load_config_file
 
 
@@ -35,13 +35,23 @@ class OptionSpec:
     is_tuple: bool = False  # given as "a:b" or "a,b"
     element: type = str  # type of a tuple's elements
     number_or_name: bool = False  # a ``float | str`` field such as an LSC target ("auto" or 0.5)
+    number_or_none: type | None = None  # int / float of an ``int | None`` / ``float | None`` field ("none": None)
 
 
 def _kind(tp: Any) -> type:
     args = [a for a in typing.get_args(tp) if a is not type(None)] if typing.get_origin(tp) is not None else [tp]
+    if _number_or_none(tp) is not None:
+        return str  # "none" or a number, parsed by parse_value
     if len(args) == 1 and args[0] in (int, float, bool, str):
         return args[0]
     return str  # Literals, tuples ("a:b" or "a,b") and unions such as float | str (parsed by parse_value)
+
+
+def _number_or_none(tp: Any) -> type | None:
+    """``int`` / ``float`` for an ``int | None`` / ``float | None`` field, else None."""
+    args = typing.get_args(tp)
+    rest = [a for a in args if a is not type(None)]
+    return rest[0] if allows_none(tp) and len(rest) == 1 and rest[0] in (int, float) else None
 
 
 def _element(tp: Any) -> type:
@@ -106,7 +116,8 @@ def option_specs(sections: dict[str, type], prefixed: dict[str, str] | None = No
             args = typing.get_args(tp)
             specs.append(OptionSpec(section, f.name, name, "--" + name.replace("_", "-"), _kind(tp), default,
                                     literal_choices(tp), describe(section, f, tp), is_tuple=is_tuple_field(tp),
-                                    element=_element(tp), number_or_name=float in args and str in args))
+                                    element=_element(tp), number_or_name=float in args and str in args,
+                                    number_or_none=_number_or_none(tp)))
     return specs
 
 
@@ -131,6 +142,8 @@ def with_options(specs: list[OptionSpec], extra: list[inspect.Parameter]) -> Cal
         for s in specs:
             decls = [f"{s.flag}/--no-{s.flag[2:]}"] if s.kind is bool else [s.flag]
             metavar = choices_metavar(s.choices) if s.choices and not s.is_tuple else None
+            if s.number_or_none is not None:
+                metavar = f"<{'int' if s.number_or_none is int else 'number'}|none>"
             opt = typer.Option(None, *decls, help=s.help, show_default=False, metavar=metavar)
             params.append(inspect.Parameter(s.param, inspect.Parameter.KEYWORD_ONLY, default=opt,
                                             annotation=typing.Optional[s.kind]))  # noqa: UP045
@@ -150,6 +163,12 @@ def parse_value(spec: OptionSpec, value: Any) -> Any:
         except ValueError:
             example = ":".join(map(str, spec.default)) if spec.default else "1:2"
             raise ValueError(f"{spec.flag} expects values separated by ':' like {example}, got {value!r}") from None
+    if spec.number_or_none is not None and isinstance(value, str) and value.strip().lower() != "none":
+        try:
+            return spec.number_or_none(value)
+        except ValueError:
+            kind = "an integer" if spec.number_or_none is int else "a number"
+            raise ValueError(f"{spec.flag} expects {kind} or none, got {value!r}") from None
     if spec.number_or_name and isinstance(value, str):
         try:
             return float(value)

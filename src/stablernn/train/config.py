@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..data.config import DataConfig
-from ..fields import check_fields, option, require
+from ..fields import allows_none, check_fields, field_types, option, require
 from ..lsc.config import LSCConfig
 from ..models import ModelConfig
 from ..snn.rates import RampKind
@@ -187,11 +187,18 @@ def dataclass_from_dict(typ: type, values: dict[str, Any], section: str = "") ->
     unknown = set(values) - set(names)
     if unknown:
         raise ValueError(f"unknown field(s) {sorted(unknown)} in [{section}]; allowed: {', '.join(sorted(names))}")
-    fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    types = field_types(typ)
+    fixed = {k: None if _none_word(v) and allows_none(types[k]) else tuple(v) if isinstance(v, list) else v
+             for k, v in values.items()}
     try:
         return typ(**fixed)
     except TypeError as e:
         raise ValueError(f"bad value in [{section}]: {e}") from None
+
+
+def _none_word(v: Any) -> bool:
+    """TOML has no null and the command line has only text: ``"none"`` stands for None in an optional field."""
+    return isinstance(v, str) and v.strip().lower() == "none"
 
 
 def read_table_file(path: str | Path, what: str = "config file") -> dict[str, Any]:
