@@ -605,10 +605,15 @@ def test_demo_table_says_why_lsc_missed_its_target(tmp_path):
     atomic_write_json(tmp_path / "gru-lsc" / "lsc_report.json",
                       {"target": {"time": 0.5}, "before": {"time": [0.8, 0.6]}, "after": {"time": [0.5, 0.52]},
                        "stop_reason": "max_steps (130) reached", "steps": 130})
-    results = {c: {"test_acc": 0.9} for c in ("lstm", "lstm-lsc", "gru", "gru-lsc")}
+    atomic_write_json(tmp_path / "alif-lsc" / "lsc_report.json",
+                      {"target": {"time": 0.5, "depth": 0.5}, "before": {"time": [1.0, 1.1], "depth": [0.2]},
+                       "after": {"time": [0.5, 0.5], "depth": [0.59]}, "stop_reason": "max_steps (100) reached"})
+    results = {c: {"test_acc": 0.9} for c in ("lstm", "lstm-lsc", "gru", "gru-lsc", "alif", "alif-lsc")}
     text = demo_table(results, lsc=True, out_dir=tmp_path)
     notes = [line for line in text.splitlines() if "demo budget" in line]
-    assert len(notes) == 1 and notes[0].startswith("LSTM: LSC stopped at its demo budget (max_steps (40) reached)")
+    assert len(notes) == 2 and notes[0].startswith("LSTM: LSC stopped at its demo budget (max_steps (40) reached)")
+    assert "time radius at 0.96, not yet at 0.5" in notes[0]
+    assert notes[1].startswith("ALIF:") and "depth radius at 0.59" in notes[1] and "time radius" not in notes[1]
 
 
 def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_folder(tmp_path):
