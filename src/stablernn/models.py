@@ -315,8 +315,10 @@ CellKind = Literal["lstm", "gru", "relu_rnn", "sigmoid_rnn", "tanh_rnn", "swish_
 CELL_KINDS: tuple[str, ...] = typing.get_args(CellKind)
 # kinds whose recurrence is a weight matrix ``weight_hh`` (the low-rank + sparse option applies to them)
 MATRIX_RECURRENT_KINDS: tuple[str, ...] = tuple(k for k in CELL_KINDS if k not in ("lru", "reslru", "ffn"))
+# Elman cells (ElmanCell with the named activation): their memory is the recurrent matrix alone, no gate or leak
+ELMAN_KINDS: tuple[str, ...] = tuple(k for k in CELL_KINDS if k.endswith("_rnn"))
 # the classic cells the stabilisers of stablernn.inits (rec_init, layer_norm) apply to
-CLASSIC_KINDS: tuple[str, ...] = ("lstm", "gru", "relu_rnn", "sigmoid_rnn", "tanh_rnn", "swish_rnn")
+CLASSIC_KINDS: tuple[str, ...] = ("lstm", "gru", *ELMAN_KINDS)
 RecInit = Literal["default", "orthogonal", "identity"]
 # paper B (arXiv:2202.00282): Conditions I-IV, plus the fitted tail q of q-PseudoSpike (docs/surrogates.md)
 FFNActivation = Literal[Activation, "sin", "cos", "linear"]
@@ -449,7 +451,7 @@ def _make_base_cell(cfg: ModelConfig, input_size: int, hidden_size: int, seq_len
         return LSTMCell(input_size, hidden_size, layer_norm=cfg.layer_norm)
     if kind == "gru":
         return GRUCell(input_size, hidden_size, layer_norm=cfg.layer_norm)
-    if kind.endswith("_rnn"):
+    if kind in ELMAN_KINDS:
         return ElmanCell(input_size, hidden_size, activation=kind[: -len("_rnn")],  # type: ignore[arg-type]
                          layer_norm=cfg.layer_norm)
     if kind in ("lif", "alif", "decolle", "spiking_lstm"):

@@ -172,9 +172,8 @@ def demo_table(results: dict[str, dict[str, Any]], lsc: bool, out_dir: str | Pat
             report = Path(out_dir) / f"{cell}-lsc" / "lsc_report.json"
             if report.exists():
                 r = json.loads(report.read_text())
-                before, after = (sum(r[k]["time"]) / len(r[k]["time"]) for k in ("before", "after"))
                 lsc_s = f"{float(r['seconds']):.1f}" if "seconds" in r else "-"
-                row += f" {before:.2f} -> {after:.2f} ({r['target']['time']:g}) | {_depth(r)} | {lsc_s} |"
+                row += f" {_radius_change(r, 'time')} | {_radius_change(r, 'depth')} | {lsc_s} |"
                 notes += _lsc_note(cell, r)
             else:
                 row += " - | - | - |"
@@ -183,12 +182,18 @@ def demo_table(results: dict[str, dict[str, Any]], lsc: bool, out_dir: str | Pat
     return "\n".join(rows + (["", *notes] if notes else []))
 
 
-def _depth(report: dict[str, Any]) -> str:
-    """``before -> after (target)`` of the mean depth radius, or ``-`` when the report has none."""
-    if not report.get("after", {}).get("depth") or "depth" not in report.get("target", {}):
+def _family_mean(report: dict[str, Any], key: str, family: str) -> float | None:
+    """Mean over layers of ``report[key][family]`` (key: before / after) of an ``lsc_report.json``; None if absent."""
+    values = report.get(key, {}).get(family)
+    return sum(values) / len(values) if values else None
+
+
+def _radius_change(report: dict[str, Any], family: str) -> str:
+    """``before -> after (target)`` of a family's mean radius, or ``-`` when the report has none."""
+    before, after = (_family_mean(report, k, family) for k in ("before", "after"))
+    if before is None or after is None or family not in report.get("target", {}):
         return "-"
-    before, after = (sum(report[k]["depth"]) / len(report[k]["depth"]) for k in ("before", "after"))
-    return f"{before:.2f} -> {after:.2f} ({report['target']['depth']:g})"
+    return f"{before:.2f} -> {after:.2f} ({report['target'][family]:g})"
 
 
 def _lsc_note(cell: str, report: dict[str, Any]) -> list[str]:
@@ -199,11 +204,9 @@ def _lsc_note(cell: str, report: dict[str, Any]) -> list[str]:
         return []
     missed = []
     for fam, target in report.get("target", {}).items():
-        after = report.get("after", {}).get(fam)
-        if after:
-            mean = sum(after) / len(after)
-            if abs(mean - float(target)) > 0.05:
-                missed.append(f"{fam} radius at {mean:.2f}, not yet at {float(target):g}")
+        mean = _family_mean(report, "after", fam)
+        if mean is not None and abs(mean - float(target)) > 0.05:
+            missed.append(f"{fam} radius at {mean:.2f}, not yet at {float(target):g}")
     if not missed:
         return []
     return [f"{cell.upper()}: LSC stopped at its demo budget ({reason}) with the {'; '.join(missed)}; "
