@@ -41,7 +41,7 @@ from .cells.spiking import default_tau_adapt
 from .data.base import TaskInfo
 from .fields import check_fields, option, require
 from .inits import init_model_
-from .snn.conditions import CONDITIONS, Condition  # noqa: F401  (CONDITIONS: re-exported with the config)
+from .snn.conditions import CONDITIONS, Condition, NoRoot  # noqa: F401  (CONDITIONS: re-exported with the config)
 from .snn.design import DesignConfig, apply_design_, design_model
 from .snn.stats import task_stats
 from .surrogate import SurrogateName
@@ -356,6 +356,9 @@ class ModelConfig:
     # paper B (arXiv:2202.00282): III/IV/tail set the surrogate's dampening / sharpness / tail, I/II the
     # recurrent weights of every LIF/ALIF layer at build time
     conditions: tuple[Condition, ...] = option((), "[lif, alif] stability conditions applied at build time")
+    condition_fallback: NoRoot = option("clip", "[lif, alif] Condition IV / tail without a root in range: clip "
+                                        "(least-violating value of the model), match (re-solve on simulated "
+                                        "voltages) or raise; docs/surrogates.md")
     r_min: float = option(0.4, "[lru, reslru] smallest eigenvalue modulus at init")
     r_max: float = option(0.99, "[lru, reslru] largest eigenvalue modulus at init")
     max_phase: float = option(math.pi / 10, "[lru, reslru] largest eigenvalue phase at init (radians)")
@@ -501,8 +504,8 @@ def build_model(cfg: ModelConfig, task: TaskInfo | None = None, *, input_size: i
             raise ValueError(f"conditions {list(cfg.conditions)} need the task's input statistics: pass the task "
                              "(build_model(cfg, data.info))")
         design = DesignConfig(shape=cfg.surrogate, conditions=tuple(cfg.conditions), dampening=cfg.dampening,
-                              sharpness=cfg.sharpness, tail=cfg.tail)
-        apply_design_(model, design_model(model, task_stats(task), design, seed=seed))
+                              sharpness=cfg.sharpness, tail=cfg.tail, on_no_root=cfg.condition_fallback)
+        apply_design_(model, design_model(model, task_stats(task), design, seed=seed, seq_len=seq_len))
     return model
 
 

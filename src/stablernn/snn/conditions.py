@@ -26,10 +26,14 @@ from torch import Tensor
 
 from ..cells.resets import RESETS, Reset
 from ..surrogate import SHAPES, Shape, shape_of
-from .solve import solve_per_neuron
+from .solve import least_violating, solve_per_neuron
 from .stats import TaskStats, check_rate
 
-NoRoot = Literal["raise", "clip"]
+# without a root in the search range (docs/surrogates.md, "When a condition has no root"): raise; clip to the
+# least-violating scan point of the uniform-voltage model (a bound where the gain is monotone); or match: re-solve the
+# same gain on voltages measured by simulating the layer (:class:`VoltageSamples`), least-violating value there
+NoRoot = Literal["raise", "clip", "match"]
+NO_ROOT: tuple[str, ...] = get_args(NoRoot)
 # the conditions a network can be built with (ModelConfig.conditions, paper B arXiv:2202.00282): I, II set the
 # recurrent weights, III / IV / tail the surrogate's dampening, sharpness and tail
 Condition = Literal["I", "II", "III", "IV", "tail"]
@@ -180,6 +184,7 @@ class ConditionReport:
     target: float
     solved: Tensor
     notes: tuple[str, ...] = field(default_factory=tuple)
+    fallback: str = ""  # where some neuron had no root: what the on_no_root fallback chose, in words
 
     @property
     def residual(self) -> Tensor:
@@ -191,14 +196,16 @@ class ConditionReport:
         text = (f"Condition {self.condition}: {self.quantity} = {_stat(v)}; predicted {self.prediction_name} = "
                 f"{_stat(p)} (target {self.target:g})")
         if unsolved:
-            text += f"; no exact solution for {unsolved}/{self.solved.numel()} neuron(s), bound used"
+            text += (f"; no exact solution for {unsolved}/{self.solved.numel()} neuron(s): "
+                     f"{self.fallback or 'bound used'}")
         return text
 
     def to_dict(self) -> dict[str, object]:
         return {"condition": self.condition, "quantity": self.quantity, "value_mean": float(self.value.mean()),
                 "value_std": float(self.value.std()) if self.value.numel() > 1 else 0.0,
                 "prediction_name": self.prediction_name, "prediction_mean": float(self.prediction.mean()),
-                "target": self.target, "unsolved": int((~self.solved).sum()), "notes": list(self.notes)}
+                "target": self.target, "unsolved": int((~self.solved).sum()), "fallback": self.fallback,
+                "notes": list(self.notes)}
 
 
 def _stat(t: Tensor) -> str:
@@ -368,8 +375,34 @@ def sg_moment(shape: Shape, m: int, lo: Tensor, hi: Tensor, dampening: Tensor, s
     return dampening ** m * torch.where(width > 0, integral, point)
 
 
+@dataclass(frozen=True)
+class VoltageSamples:
+    """A layer's measured activity, for the ``match`` fallback: ``u [S, n]``, samples of the SG's argument
+    ``v − ϑ`` (the voltage minus the threshold in force, over batch and time), and ``rate [n]``, each neuron's
+    measured firing rate. Made by :func:`stablernn.snn.design.measure_layer`."""
+
+    u: Tensor
+    rate: Tensor
+
+    def __post_init__(self) -> None:
+        if self.u.dim() != 2 or self.u.shape[0] < 1:
+            raise ValueError(f"voltage samples must be [S >= 1, n], got {list(self.u.shape)}")
+        if self.rate.shape != (self.u.shape[1],):
+            raise ValueError(f"rate must be [{self.u.shape[1]}], got {list(self.rate.shape)}")
+        if not (torch.all(torch.isfinite(self.u)) and torch.all(torch.isfinite(self.rate))):
+            raise ValueError("voltage samples have NaN or infinite entries; the simulated layer diverged")
+
+
+def _measured_moment(shape: Shape, m: int, u: Tensor, dampening: Tensor, sharpness: Tensor,
+                     tail: float | Tensor, candidates: bool) -> Tensor:
+    """``E[f(u)^m]`` over the samples ``u [S, n]`` per neuron: ``[n]``, or ``[n, k]`` for ``[n, k]`` candidates."""
+    uu = u[:, :, None] if candidates else u
+    return torch.as_tensor(dampening, dtype=_DT) ** m * (shape.g(sharpness * uu, tail) ** m).mean(0)
+
+
 def expected_sq_gain(p: LayerParams, shape: Shape, dampening: Tensor, sharpness: Tensor,
-                     tail: float | Tensor = 0.0, *, rate: float = 0.5, cross_term: bool = False) -> Tensor:
+                     tail: float | Tensor = 0.0, *, rate: float = 0.5, cross_term: bool = False,
+                     samples: VoltageSamples | None = None) -> Tensor:
     """The expected squared norm of the one-step voltage Jacobian's column i, ``E|∂v[t]/∂v_i[t−1]|²`` per neuron
     ``[n]`` (a perturbation of neuron i spreads through its outgoing weights, scaled by its SG ``f_i``):
 
@@ -382,6 +415,11 @@ def expected_sq_gain(p: LayerParams, shape: Shape, dampening: Tensor, sharpness:
     ``−1 + δ²/2 + ...``); the mean over neurons is ``E‖J‖²_F / n``, whose value 1 puts the Jacobian's spectral
     radius near 1. The paper drops the cross term; it vanishes for the code's δ ≈ 0 but not for τ ≫ 1.
     ``dampening``, ``sharpness``, ``tail`` broadcast against ``[n]`` (or ``[n, k]`` candidates).
+
+    With ``samples`` the moments of f are taken over the measured voltages (and r is each neuron's measured rate)
+    instead of the uniform-over-reachable-range model: then the value is the mean squared column norm of the
+    layer's measured time Jacobian ``v[t−1] -> v[t]``, the Frobenius counterpart of the radius LSC measures
+    (docs/surrogates.md, "When a condition has no root").
     """
     check_rate(rate)
     if p.reset != "subtract" and not p.detach_reset:
@@ -398,54 +436,116 @@ def expected_sq_gain(p: LayerParams, shape: Shape, dampening: Tensor, sharpness:
 
     thr = _reset_gradient_threshold(p)
     lo, hi = col(y_min - p.threshold), col(y_max - p.threshold)
-    e2 = sg_moment(shape, 2, lo, hi, dampening, sharpness, tail)
+    if samples is None:
+        def moment(m: int) -> Tensor:
+            return sg_moment(shape, m, lo, hi, dampening, sharpness, tail)
+        r: float | Tensor = rate
+    else:
+        if samples.u.shape[1] != p.n:
+            raise ValueError(f"voltage samples are for {samples.u.shape[1]} neurons, the layer has {p.n}")
+
+        def moment(m: int) -> Tensor:
+            return _measured_moment(shape, m, samples.u, dampening, sharpness, tail, extra == 2)
+        r = col(samples.rate.to(_DT))
+    e2 = moment(2)
     out_sq = col((p.w_rec ** 2).sum(dim=0))  # Σ_j W[j, i]²: outgoing weights of neuron i
-    d, r = col(p.decay), rate
+    d = col(p.decay)
     if p.reset == "subtract":
         gain = d * d + (out_sq + col(thr) ** 2) * e2
         if cross_term:
-            gain = gain - 2.0 * d * col(thr) * sg_moment(shape, 1, lo, hi, dampening, sharpness, tail)
+            gain = gain - 2.0 * d * col(thr) * moment(1)
         return gain
     if p.reset == "mult_leak":
         return (1.0 - r) * d * d + out_sq * e2
     return (1.0 - r) * (d * d + out_sq * e2)
 
 
+@dataclass(frozen=True)
+class _Solution:
+    x: Tensor  # [n] per neuron, or [1] for the layer
+    found: Tensor  # [n] / [1]: a root of the model's equation (the uniform-voltage gain)
+    measured: Tensor  # [n] / [1]: the value came from the measured-voltage gain (match fallback)
+    fallback: str
+
+
 def _solve_gain(p: LayerParams, make_gain, lo: float, hi: float, per_neuron: bool,
-                on_no_root: NoRoot, what: str, hint: str):
-    """Solve ``make_gain(x) = 1`` for x per neuron (or one x for the layer's mean gain)."""
-    if on_no_root not in ("raise", "clip"):
-        raise ValueError(f"on_no_root must be 'raise' or 'clip', got {on_no_root!r}")
-    if per_neuron:
-        res = solve_per_neuron(lambda x: make_gain(x) - 1.0, p.n, lo, hi)
-    else:
-        res = solve_per_neuron(lambda x: make_gain(x.expand(p.n, x.shape[1])).mean(0, keepdim=True) - 1.0,
-                               1, lo, hi)
-    if on_no_root == "raise" and not bool(res.found.all()):
+                on_no_root: NoRoot, what: str, hint: str, *, measured_gain=None, default: float | None = None,
+                flat_tol: float = 1e-3) -> _Solution:
+    """Solve ``make_gain(x) = 1`` for x per neuron (or one x for the layer's mean gain); where there is no root,
+    ``on_no_root`` decides (see :data:`NoRoot`). ``measured_gain`` is the same gain on measured voltages (match),
+    ``default`` the value kept where the measured gain is flat (moves by less than ``flat_tol`` over the range)."""
+    if on_no_root not in NO_ROOT:
+        raise ValueError(f"on_no_root must be one of {', '.join(map(repr, NO_ROOT))}, got {on_no_root!r}")
+    n_eq = p.n if per_neuron else 1
+
+    def residual(gain_fn):
+        if per_neuron:
+            return lambda x: gain_fn(x) - 1.0
+        return lambda x: gain_fn(x.expand(p.n, x.shape[1])).mean(0, keepdim=True) - 1.0
+
+    res = solve_per_neuron(residual(make_gain), n_eq, lo, hi)
+    no = torch.zeros(n_eq, dtype=torch.bool)
+    if bool(res.found.all()):
+        return _Solution(res.x, res.found, no, "")
+    bad = ~res.found
+    unit = "neuron(s)" if per_neuron else "layer"
+    if on_no_root == "raise":
         g_lo = make_gain(torch.full((p.n, 1), lo, dtype=_DT))[:, 0]
         g_hi = make_gain(torch.full((p.n, 1), hi, dtype=_DT))[:, 0]
         if not per_neuron:
             g_lo, g_hi = g_lo.mean(0, keepdim=True), g_hi.mean(0, keepdim=True)
-        bad = ~res.found
         raise ValueError(
             f"no {what} in [{lo:g}, {hi:g}] makes the expected squared one-step gain equal 1 for "
-            f"{int(bad.sum())}/{bad.numel()} {'neuron(s)' if per_neuron else 'layer'}: the gain ranges over "
+            f"{int(bad.sum())}/{bad.numel()} {unit}: the gain ranges over "
             f"[{float(torch.minimum(g_lo, g_hi)[bad].min()):.4g}, {float(torch.maximum(g_lo, g_hi)[bad].max()):.4g}] "
-            f"there. {hint} Or pass on_no_root='clip' to take the bound closest to a root")
-    return res
+            f"there. {hint} Or pass on_no_root='clip' (least-violating value) or 'match' (re-solve on measured "
+            f"voltages)")
+    if on_no_root == "clip":
+        at_bound = bool(torch.all((res.x[bad] == lo) | (res.x[bad] == hi)))
+        text = ("clip: search bound used" if at_bound else
+                "clip: least-violating scan point used (not a bound: the gain is not monotone there)")
+        return _Solution(res.x, res.found, no, text)
+    if measured_gain is None:
+        raise ValueError(f"on_no_root='match' needs the layer's measured voltages (samples=VoltageSamples, made by "
+                         f"stablernn.snn.design.measure_layer) to re-solve the {what}; or use on_no_root='clip'")
+    mres = solve_per_neuron(residual(measured_gain), n_eq, lo, hi)
+    x = torch.where(res.found, res.x, mres.x)
+    use_root = bad & mres.found
+    rest = bad & ~mres.found
+    flat = torch.zeros(n_eq, dtype=torch.bool)
+    if bool(rest.any()):
+        lv = least_violating(residual(measured_gain), n_eq, lo, hi)
+        scan = torch.logspace(torch.log10(torch.tensor(lo)), torch.log10(torch.tensor(hi)), 33, dtype=_DT)
+        gvals = residual(measured_gain)(scan.expand(n_eq, 33))
+        # the condition cannot tell values apart here: do not move the parameter (keep its unconditioned value)
+        flat = rest & ((gvals.max(dim=1).values - gvals.min(dim=1).values) < flat_tol) & (default is not None)
+        keep = torch.full_like(lv, float(default) if default is not None else float("nan"))
+        x = torch.where(use_root, mres.x, torch.where(flat, keep, torch.where(rest, lv, x)))
+    parts = []
+    if bool(use_root.any()):
+        parts.append(f"root of the measured-voltage gain for {int(use_root.sum())}")
+    if bool((rest & ~flat).any()):
+        parts.append(f"least-violating value of the measured-voltage gain for {int((rest & ~flat).sum())}")
+    if bool(flat.any()):
+        parts.append(f"default {default:g} kept for {int(flat.sum())} (the measured gain moves by < {flat_tol:g} "
+                     f"over [{lo:g}, {hi:g}])")
+    return _Solution(x, res.found, bad, "match: " + "; ".join(parts) + f" {unit}")
 
 
 def condition_iv(p: LayerParams, shape: str = "fast_sigmoid", dampening: float | Tensor = 1.0,
                  tail: float | None = None, *, rate: float = 0.5, per_neuron: bool = False,
                  bounds: tuple[float, float] = (1e-3, 1e3), on_no_root: NoRoot = "raise",
-                 cross_term: bool = False) -> ConditionReport:
+                 cross_term: bool = False, samples: VoltageSamples | None = None, default: float = 1.0,
+                 flat_tol: float = 1e-3) -> ConditionReport:
     """Condition IV: the SG sharpness s that makes :func:`expected_sq_gain` equal 1, for any SG shape.
 
     ``per_neuron=True`` solves each neuron's equation (paper B's type a, done right: the code's solver returned random
     candidates, docs/surrogates.md 7.5); ``False`` solves one s for the layer's mean gain (the equation with means; the
     code's type b averaged per-neuron picks). A real bracketing root-finder over ``bounds``; where the gain does not
-    cross 1 in range, ``on_no_root='raise'`` raises ``ValueError`` and ``'clip'`` returns the bound with the
-    smallest residual and ``solved = False``.
+    cross 1 in range, ``on_no_root='raise'`` raises ``ValueError``, ``'clip'`` returns the scan point with the
+    smallest residual (the bound where the gain is monotone) and ``'match'`` re-solves the gain on the measured
+    voltages ``samples`` (root, else least-violating value, else ``default`` where that gain is flat to
+    ``flat_tol``); both with ``solved = False``.
     """
     sg = shape_of(shape)
     q = _tail_of(sg, tail)
@@ -454,27 +554,47 @@ def condition_iv(p: LayerParams, shape: str = "fast_sigmoid", dampening: float |
     def gain(s: Tensor) -> Tensor:
         return expected_sq_gain(p, sg, gamma[:, None], s, q, rate=rate, cross_term=cross_term)
 
+    def measured(s: Tensor) -> Tensor:
+        return expected_sq_gain(p, sg, gamma[:, None], s, q, cross_term=cross_term, samples=samples)
+
     res = _solve_gain(p, gain, *bounds, per_neuron, on_no_root, "sharpness s",
-                      "Change the dampening γ (Condition III) or the recurrent weights.")
-    s = res.x if per_neuron else res.x.expand(p.n).clone()
-    pred = gain(s[:, None])[:, 0]
-    solved = res.found if per_neuron else res.found.expand(p.n).clone()
+                      "Change the dampening γ (Condition III) or the recurrent weights.",
+                      measured_gain=measured if samples is not None else None, default=default, flat_tol=flat_tol)
+    s = _per_neuron_value(res.x, p.n)
+    pred, name = _prediction(gain, measured, s, res, p.n)
     notes = [f"shape {sg.name}, γ {_stat(gamma)}, spikes Bernoulli({rate}), reset={p.reset}, "
              f"detach_reset={p.detach_reset}"]
     if not per_neuron:
         notes.append("one sharpness for the layer: the *mean* gain over neurons is 1")
-    return ConditionReport("IV", "sharpness s", s, pred, "expected squared one-step gain E|J e_i|²", 1.0, solved,
-                           tuple(notes))
+    return ConditionReport("IV", "sharpness s", s, pred, name, 1.0, _per_neuron_value(res.found, p.n),
+                           tuple(notes), res.fallback)
+
+
+def _per_neuron_value(t: Tensor, n: int) -> Tensor:
+    return t if t.numel() == n else t.expand(n).clone()
+
+
+def _prediction(gain, measured, x: Tensor, res: _Solution, n: int) -> tuple[Tensor, str]:
+    """The gain at the chosen values: the model's, or the measured-voltage one where the match fallback chose."""
+    pred = gain(x[:, None])[:, 0]
+    used = _per_neuron_value(res.measured, n)
+    if bool(used.any()):
+        pred = torch.where(used, measured(x[:, None])[:, 0], pred)
+        return pred, "expected squared one-step gain E|J e_i|² (measured voltages where the fallback chose)"
+    return pred, "expected squared one-step gain E|J e_i|²"
 
 
 def fit_tail(p: LayerParams, dampening: float | Tensor = 1.0, sharpness: float | Tensor = 1.0, *,
              rate: float = 0.5, per_neuron: bool = False, bounds: tuple[float, float] = (1.001, 101.0),
-             on_no_root: NoRoot = "raise", cross_term: bool = False) -> ConditionReport:
+             on_no_root: NoRoot = "raise", cross_term: bool = False, samples: VoltageSamples | None = None,
+             default: float | None = None, flat_tol: float = 1e-3) -> ConditionReport:
     """The q-PseudoSpike tail q that makes :func:`expected_sq_gain` equal 1 (paper B's "tail optimisation").
 
     Intended version of the code's fit: the gain equation of the layer's own reset (the code always used the
     multreset2 one) with per-neuron voltage ranges (the code used global max/min weights), solved by a root-finder
     over q in ``bounds`` (q → ∞ is the exponential SG) instead of 1000 noisy Adam steps (docs/surrogates.md 7.6).
+    ``on_no_root``, ``samples``, ``default`` (None: the shape's default q) and ``flat_tol`` as in
+    :func:`condition_iv`.
     """
     sg = SHAPES["q_pseudospike"]
     gamma = _vector(dampening, p.n, "dampening")
@@ -492,14 +612,20 @@ def fit_tail(p: LayerParams, dampening: float | Tensor = 1.0, sharpness: float |
     def gain_shifted(qm1: Tensor) -> Tensor:
         return gain(qm1 + 1.0)
 
+    def measured(q: Tensor) -> Tensor:
+        return expected_sq_gain(p, sg, gamma[:, None], sharp[:, None], q, cross_term=cross_term, samples=samples)
+
+    q_default = float(sg.default_tail if default is None else default)
     res = _solve_gain(p, gain_shifted, lo - 1.0, hi - 1.0, per_neuron, on_no_root, "tail q − 1",
-                      "Change the dampening γ or sharpness s.")
-    q = (res.x if per_neuron else res.x.expand(p.n).clone()) + 1.0
-    pred = gain(q[:, None])[:, 0]
-    solved = res.found if per_neuron else res.found.expand(p.n).clone()
-    return ConditionReport("tail", "q-PseudoSpike tail q", q, pred, "expected squared one-step gain E|J e_i|²",
-                           1.0, solved, (f"γ {_stat(gamma)}, s {_stat(sharp)}, spikes Bernoulli({rate}), "
-                                         f"reset={p.reset}",))
+                      "Change the dampening γ or sharpness s.",
+                      measured_gain=(lambda qm1: measured(qm1 + 1.0)) if samples is not None else None,
+                      default=q_default - 1.0, flat_tol=flat_tol)
+    q = _per_neuron_value(res.x, p.n) + 1.0
+    pred, name = _prediction(gain, measured, q, res, p.n)
+    fallback = res.fallback.replace(f"default {q_default - 1.0:g} kept", f"default q = {q_default:g} kept")
+    return ConditionReport("tail", "q-PseudoSpike tail q", q, pred, name, 1.0, _per_neuron_value(res.found, p.n),
+                           (f"γ {_stat(gamma)}, s {_stat(sharp)}, spikes Bernoulli({rate}), reset={p.reset}",),
+                           fallback)
 
 
 def _tail_of(sg: Shape, tail: float | None) -> float:
@@ -512,10 +638,12 @@ def _tail_of(sg: Shape, tail: float | None) -> float:
 
 
 __all__ = [
+    "NO_ROOT",
     "RESETS",
     "ConditionReport",
     "LayerParams",
     "TaskStats",
+    "VoltageSamples",
     "condition_i",
     "condition_ii",
     "condition_iii",

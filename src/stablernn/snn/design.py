@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ..cells.base import HasCells, LIFLike
+from ..cells.spiking import spiking_step
 from ..fields import check_fields, option, require
 from ..surrogate import ALIASES, SpikeFunction, SurrogateName, get, names, shape_of
 from .conditions import (
@@ -23,6 +24,7 @@ from .conditions import (
     LayerParams,
     NoRoot,
     TaskStats,
+    VoltageSamples,
     condition_i,
     condition_ii,
     condition_iii,
@@ -99,10 +101,16 @@ class DesignConfig:
     tail: float | None = option(None, "tail q where the tail condition is not applied (None: the shape's default)")
     per_neuron_dampening: bool = option(True, "Condition III per neuron (type c), else its mean (type d)")
     per_neuron_sharpness: bool = option(False, "Condition IV per neuron, else one sharpness for the layer")
-    sharpness_bounds: tuple[float, float] = option((0.1, 10.0), "search range of Condition IV (no root in it: the "
-                                                   "closest bound, reported)")
+    sharpness_bounds: tuple[float, float] = option((0.1, 10.0), "search range of Condition IV (no root in it: "
+                                                   "see on_no_root)")
     tail_bounds: tuple[float, float] = option((1.01, 101.0), "search range of the tail q")
-    on_no_root: NoRoot = option("clip", "without a root in the search range: clip (use the bound) or raise")
+    on_no_root: NoRoot = option("clip", "Condition IV / tail without a root in the search range: clip (least-"
+                                "violating value of the model, here a bound), match (re-solve on voltages measured "
+                                "by simulating the layer; docs/surrogates.md) or raise")
+    match_batch: int = option(128, "match: sequences simulated to measure each layer's voltages")
+    match_steps: int = option(100, "match: steps per simulated sequence when the task's length is not given")
+    flat_tol: float = option(1e-3, "match: keep the unconditioned value where the measured gain moves by less "
+                             "than this over the whole search range")
     as_in_code_variance: bool = option(False, "realise Condition II's variance as the authors' code did "
                                        "(docs/surrogates.md; only to reproduce their figures)")
     cross_term: bool = option(False, "include -2 delta theta' E[f] in the Condition IV gain (expected_sq_gain)")
@@ -117,6 +125,10 @@ class DesignConfig:
             raise ValueError("the tail condition fits q of the q_pseudospike shape; set shape='q_pseudospike'")
         if "II" in self.conditions and "I" not in self.conditions:
             raise ValueError("Condition II sets the variance around Condition I's mean; include 'I' as well")
+        require(self.match_batch >= 1, f"match_batch must be >= 1, got {self.match_batch}")
+        require(self.match_steps >= 1, f"match_steps must be >= 1, got {self.match_steps}")
+        require(math.isfinite(self.flat_tol) and self.flat_tol >= 0,
+                f"flat_tol must be finite and >= 0, got {self.flat_tol}")
 
 
 @dataclass
@@ -174,13 +186,58 @@ def _mean(t: Tensor) -> str:
     return f"{t.item():.4g}" if t.dim() == 0 else f"{t.mean().item():.4g} (per neuron, sd {t.std().item():.2g})"
 
 
+def measure_layer(cell: nn.Module, inputs: Tensor, *, weight_hh: Tensor | None = None) -> tuple[VoltageSamples, Tensor]:
+    """Run a LIF/ALIF layer forward on ``inputs [B, T, input_size]`` (recurrent weights ``weight_hh`` if given, e.g.
+    a design's, else the cell's) and return its activity: :class:`VoltageSamples` (``v − ϑ`` at every step, with
+    ALIF's adapted threshold, and the firing rate per neuron) and the spikes ``[B, T, n]`` (the next layer's input).
+
+    What the ``match`` fallback solves Condition IV / the tail on. Only the forward pass is needed: γ, s, q change
+    the surrogate gradient, not the spikes, so the voltages do not depend on the values being fitted.
+    """
+    if not is_spiking(cell):
+        raise ValueError(f"measure_layer needs a LIF/ALIF cell, got {type(cell).__name__}")
+    if inputs.dim() != 3 or inputs.shape[2] != cell.input_size:
+        raise ValueError(f"inputs must be [B, T, {cell.input_size}], got {list(inputs.shape)}")
+    w = cell.weight_hh if weight_hh is None else weight_hh
+    with torch.no_grad():
+        w = (w.to(cell.weight_ih.dtype) * cell.rec_mask)
+        b, steps = inputs.shape[0], inputs.shape[1]
+        n = cell.hidden_size
+        x = inputs.to(cell.weight_ih.dtype)
+        v = x.new_zeros(b, n)
+        z = x.new_zeros(b, n)
+        a = x.new_zeros(b, n) if cell.adaptive else None
+        us, zs = [], []
+        for t in range(steps):
+            z, v, a, thr = spiking_step(
+                x[:, t], v, a, z, weight_ih=cell.weight_ih, weight_hh=w, bias=cell.bias, decay=cell.decay,
+                decay_a=cell.decay_a if cell.adaptive else None, threshold=cell.threshold,
+                beta=cell.beta if cell.adaptive else None, reset=cell.reset, detach_reset=cell.detach_reset,
+                spike=cell.spike)
+            us.append(v - thr)
+            zs.append(z)
+        u = torch.stack(us, 1).reshape(-1, n).to(torch.float64)
+        spikes = torch.stack(zs, 1)
+    return VoltageSamples(u, spikes.reshape(-1, n).mean(0).to(torch.float64)), spikes
+
+
+def simulated_inputs(stats: TaskStats, batch: int, steps: int, size: int, *,
+                     generator: torch.Generator | None = None) -> Tensor:
+    """Inputs ``[batch, steps, size]`` with i.i.d. Gaussian entries of the task's mean and variance: the only facts
+    about the input the mean-field conditions use (Condition II), for the builder, which has no data."""
+    return stats.mean + math.sqrt(stats.var) * torch.randn(batch, steps, size, generator=generator,
+                                                           dtype=torch.float64)
+
+
 def stability_design(cell: nn.Module, task_stats: TaskStats, config: DesignConfig | None = None, *,
-                     generator: torch.Generator | None = None) -> Design:
+                     generator: torch.Generator | None = None, inputs: Tensor | None = None) -> Design:
     """Design one LIF/ALIF layer from the stability conditions (paper B, arXiv:2202.00282), without modifying ``cell``.
 
     Order, as in the papers' ``build``: Conditions I+II draw the recurrent weights; Conditions III and IV (or the
     tail fit) are then evaluated on those weights. ``task_stats`` are the statistics of this layer's input
-    (:meth:`TaskStats.spikes` for layers fed by spikes).
+    (:meth:`TaskStats.spikes` for layers fed by spikes). ``inputs [B, T, input_size]``: what the layer receives,
+    simulated through it (:func:`measure_layer`) when ``on_no_root='match'`` so that Condition IV and the tail can
+    be re-solved on its measured voltages.
     """
     cfg = config or DesignConfig()
     if not is_spiking(cell):
@@ -213,14 +270,19 @@ def stability_design(cell: nn.Module, task_stats: TaskStats, config: DesignConfi
         gamma = torch.tensor(base_gamma, dtype=torch.float64)
     sharp = torch.tensor(base_sharp, dtype=torch.float64)
     tail = cfg.tail
+    samples = None
+    if cfg.on_no_root == "match" and inputs is not None and conds & {"IV", "tail"}:
+        samples, _ = measure_layer(cell, inputs, weight_hh=weight)
     if "tail" in conds:
         rt = fit_tail(p, gamma.expand(p.n), sharp.expand(p.n), rate=cfg.rate, bounds=cfg.tail_bounds,
-                      on_no_root=cfg.on_no_root, cross_term=cfg.cross_term)
+                      on_no_root=cfg.on_no_root, cross_term=cfg.cross_term, samples=samples, default=cfg.tail,
+                      flat_tol=cfg.flat_tol)
         reports.append(rt)
         tail = float(rt.value.mean())
     if "IV" in conds:
         r4 = condition_iv(p, shape, gamma.expand(p.n), tail, rate=cfg.rate, per_neuron=cfg.per_neuron_sharpness,
-                          bounds=cfg.sharpness_bounds, on_no_root=cfg.on_no_root, cross_term=cfg.cross_term)
+                          bounds=cfg.sharpness_bounds, on_no_root=cfg.on_no_root, cross_term=cfg.cross_term,
+                          samples=samples, default=base_sharp, flat_tol=cfg.flat_tol)
         reports.append(r4)
         sharp = r4.value if cfg.per_neuron_sharpness else r4.value[0]
     if shape == "q_pseudospike" and tail is None:
@@ -231,22 +293,41 @@ def stability_design(cell: nn.Module, task_stats: TaskStats, config: DesignConfi
 
 
 def design_model(model: nn.Module, task_stats: TaskStats, config: DesignConfig | None = None, *,
-                 seed: int = 0) -> list[Design | None]:
+                 seed: int = 0, seq_len: int | None = None, inputs: Tensor | None = None) -> list[Design | None]:
     """:func:`stability_design` for every spiking layer of a ``DeepRNN`` (None for other layers): the first layer
     with ``task_stats`` (the statistics of what it receives, i.e. after the encoder), deeper ones with
-    Bernoulli(rate) spikes. Does not modify the model; see :func:`apply_design_`."""
+    Bernoulli(rate) spikes. Does not modify the model; see :func:`apply_design_`.
+
+    With ``on_no_root='match'`` the stack is also simulated forward, layer by layer through the designed weights:
+    the first layer on ``inputs [B, T, input_size]`` (e.g. a batch of the task's data after the encoder) or, without
+    them, on :func:`simulated_inputs` (``match_batch`` sequences of ``seq_len`` steps, else ``match_steps``), each
+    deeper layer on the spikes of the one below. The simulation draws from its own generator, so the weights are
+    those the other choices draw."""
     cfg = config or DesignConfig()
     if not isinstance(model, HasCells):
         raise ValueError("design_model needs a model with .cells (a DeepRNN)")
     cells = model.cells
     gen = torch.Generator().manual_seed(seed)
+    match = cfg.on_no_root == "match"
+    sim_gen = torch.Generator().manual_seed(seed + 7919)  # the simulation's own stream (see the docstring)
+    steps = int(seq_len) if seq_len is not None else cfg.match_steps
+    if match and inputs is None and is_spiking(cells[0]):
+        inputs = simulated_inputs(task_stats, cfg.match_batch, steps, cells[0].input_size, generator=sim_gen)
+    layer_in = inputs if match else None
     designs: list[Design | None] = []
     for l, cell in enumerate(cells):
+        if match and layer_in is None and is_spiking(cell):  # below it a layer the conditions do not simulate
+            layer_in = (torch.rand(cfg.match_batch, steps, cell.input_size, generator=sim_gen,
+                                   dtype=torch.float64) < cfg.rate).to(torch.float64)
         if not is_spiking(cell):
             designs.append(None)
+            layer_in = None
             continue
         stats = task_stats if l == 0 else TaskStats.spikes(cfg.rate)
-        designs.append(stability_design(cell, stats, cfg, generator=gen))
+        d = stability_design(cell, stats, cfg, generator=gen, inputs=layer_in)
+        designs.append(d)
+        if match:
+            _, layer_in = measure_layer(cell, layer_in, weight_hh=d.weight_hh)
     if all(d is None for d in designs):
         raise ValueError("the model has no LIF/ALIF layer to design")
     return designs
@@ -272,5 +353,7 @@ __all__ = [
     "init_conditions_",
     "init_recurrent_",
     "is_spiking",
+    "measure_layer",
+    "simulated_inputs",
     "stability_design",
 ]

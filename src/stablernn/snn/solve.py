@@ -2,7 +2,8 @@
 
 Used by Condition IV (sharpness) and the tail fit (q): the equations are cheap closed forms, so a log-spaced scan
 to find the first sign change followed by bisection is exact to float64 precision and never returns NaN: a neuron
-without a sign change in range is reported as such (``found = False``) with the bound closest to a root.
+without a sign change in range is reported as such (``found = False``) with the scan point of smallest ``|fn|``
+(the bound closest to a root where ``fn`` is monotone); :func:`least_violating` refines that point.
 """
 from __future__ import annotations
 
@@ -70,4 +71,47 @@ def solve_per_neuron(fn: Callable[[Tensor], Tensor], n: int, lo: float, hi: floa
     return RootResult(x=x, found=found, residual=residual, lo=lo, hi=hi)
 
 
-__all__ = ["RootResult", "solve_per_neuron"]
+def least_violating(fn: Callable[[Tensor], Tensor], n: int, lo: float, hi: float, *, grid: int = 161,
+                    iters: int = 100, log: bool = True, dtype: torch.dtype = torch.float64) -> Tensor:
+    """Per neuron, the ``x [n]`` in ``[lo, hi]`` with the smallest ``|fn(x)|``: the least-violating value of an
+    equation without a root in range (the bound only where ``|fn|`` is monotone there).
+
+    A scan (as :func:`solve_per_neuron`'s) finds the best grid point; golden-section search between its two
+    neighbours then refines it (``|fn|`` is assumed unimodal between them, which a fine scan makes likely).
+    """
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi) or (log and lo <= 0):
+        raise ValueError(f"search range must satisfy {'0 < ' if log else ''}lo < hi, got [{lo}, {hi}]")
+    xs = (torch.logspace(math.log10(lo), math.log10(hi), grid, dtype=dtype) if log
+          else torch.linspace(lo, hi, grid, dtype=dtype))
+    vals = fn(xs.expand(n, grid)).abs()
+    if vals.shape != (n, grid):
+        raise ValueError(f"equation returned shape {list(vals.shape)}, expected [{n}, {grid}]")
+    k = vals.argmin(dim=1)
+    # search in log space when log: the scan is geometric, so the neighbours are symmetric there
+    to_t = torch.log if log else (lambda t: t)
+    from_t = torch.exp if log else (lambda t: t)
+    a = to_t(xs[(k - 1).clamp(min=0)])
+    b = to_t(xs[(k + 1).clamp(max=grid - 1)])
+    ratio = (math.sqrt(5.0) - 1.0) / 2.0
+
+    def f(t: Tensor) -> Tensor:
+        return fn(from_t(t)[:, None])[:, 0].abs()
+
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    fc, fd = f(c), f(d)
+    for _ in range(iters):
+        left = fc < fd  # the minimum lies in [a, d]
+        b = torch.where(left, d, b)
+        a = torch.where(left, a, c)
+        if float((b - a).abs().max()) < 1e-12:
+            break
+        c, d = b - ratio * (b - a), a + ratio * (b - a)
+        fc, fd = f(c), f(d)
+    x = from_t(0.5 * (a + b))
+    # never worse than the best scan point (golden section assumes unimodality; the scan does not)
+    best = xs[k]
+    keep = f(to_t(x)) <= vals.gather(1, k[:, None])[:, 0]
+    return torch.where(keep, x, best).clamp(min=lo, max=hi)
+
+
+__all__ = ["RootResult", "least_violating", "solve_per_neuron"]
