@@ -234,3 +234,13 @@ def test_design_model_match_with_real_inputs_and_seq_len():
     assert [d.tail for d in designs] == [d.tail for d in again]  # deterministic
     sim = design_model(model, STATS, cfg, seed=0, seq_len=10)
     assert all(d is not None and 1.01 <= d.tail <= 101.0 for d in sim)
+
+
+def test_measure_layer_keeps_at_most_max_samples_rows():
+    cell = _lif(n=4, n_in=3)
+    x = torch.rand(10, 30, 3)
+    samples, _ = measure_layer(cell, x, max_samples=50)
+    full, _ = measure_layer(cell, x)
+    assert samples.u.shape == (50, 4) and full.u.shape == (300, 4)
+    assert bool((samples.u[:, None, :] == full.u[None]).all(-1).any(1).all())  # a subset of the rows
+    torch.testing.assert_close(samples.rate, full.rate)

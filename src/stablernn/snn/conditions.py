@@ -18,6 +18,7 @@ constants (Condition I's ``3 − 2δ`` and ``2 − δ``, Condition IV's ``−2``
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
@@ -395,9 +396,20 @@ class VoltageSamples:
 
 def _measured_moment(shape: Shape, m: int, u: Tensor, dampening: Tensor, sharpness: Tensor,
                      tail: float | Tensor, candidates: bool) -> Tensor:
-    """``E[f(u)^m]`` over the samples ``u [S, n]`` per neuron: ``[n]``, or ``[n, k]`` for ``[n, k]`` candidates."""
-    uu = u[:, :, None] if candidates else u
-    return torch.as_tensor(dampening, dtype=_DT) ** m * (shape.g(sharpness * uu, tail) ** m).mean(0)
+    """``E[f(u)^m]`` over the samples ``u [S, n]`` per neuron: ``[n]``, or ``[n, k]`` for ``[n, k]`` candidates
+    (evaluated in chunks of candidates so that ``[S, n, chunk]`` stays near 4M entries)."""
+    gamma = torch.as_tensor(dampening, dtype=_DT)
+    if not candidates:
+        return gamma ** m * (shape.g(sharpness * u, tail) ** m).mean(0)
+    sharp, q = torch.as_tensor(sharpness, dtype=_DT), torch.as_tensor(tail, dtype=_DT)
+    k = torch.broadcast_shapes(sharp.shape, q.shape)[-1]
+    chunk = max(1, 4_000_000 // max(1, u.shape[0] * u.shape[1]))
+
+    def cols(t: Tensor, j: int) -> Tensor:  # candidate columns j..j+chunk of an [n, k] tensor; others broadcast
+        return t[:, j:j + chunk] if t.dim() == 2 and t.shape[1] == k else t
+
+    means = [(shape.g(cols(sharp, j) * u[:, :, None], cols(q, j)) ** m).mean(0) for j in range(0, k, chunk)]
+    return gamma ** m * torch.cat(means, dim=1)
 
 
 def expected_sq_gain(p: LayerParams, shape: Shape, dampening: Tensor, sharpness: Tensor,
@@ -515,7 +527,7 @@ def _solve_gain(p: LayerParams, make_gain, lo: float, hi: float, per_neuron: boo
     flat = torch.zeros(n_eq, dtype=torch.bool)
     if bool(rest.any()):
         lv = least_violating(residual(measured_gain), n_eq, lo, hi)
-        scan = torch.logspace(torch.log10(torch.tensor(lo)), torch.log10(torch.tensor(hi)), 33, dtype=_DT)
+        scan = torch.logspace(math.log10(lo), math.log10(hi), 33, dtype=_DT)
         gvals = residual(measured_gain)(scan.expand(n_eq, 33))
         # the condition cannot tell values apart here: do not move the parameter (keep its unconditioned value)
         flat = rest & ((gvals.max(dim=1).values - gvals.min(dim=1).values) < flat_tol) & (default is not None)

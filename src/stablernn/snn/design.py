@@ -186,13 +186,16 @@ def _mean(t: Tensor) -> str:
     return f"{t.item():.4g}" if t.dim() == 0 else f"{t.mean().item():.4g} (per neuron, sd {t.std().item():.2g})"
 
 
-def measure_layer(cell: nn.Module, inputs: Tensor, *, weight_hh: Tensor | None = None) -> tuple[VoltageSamples, Tensor]:
+def measure_layer(cell: nn.Module, inputs: Tensor, *, weight_hh: Tensor | None = None,
+                  max_samples: int = 8192) -> tuple[VoltageSamples, Tensor]:
     """Run a LIF/ALIF layer forward on ``inputs [B, T, input_size]`` (recurrent weights ``weight_hh`` if given, e.g.
     a design's, else the cell's) and return its activity: :class:`VoltageSamples` (``v − ϑ`` at every step, with
     ALIF's adapted threshold, and the firing rate per neuron) and the spikes ``[B, T, n]`` (the next layer's input).
 
     What the ``match`` fallback solves Condition IV / the tail on. Only the forward pass is needed: γ, s, q change
-    the surrogate gradient, not the spikes, so the voltages do not depend on the values being fitted.
+    the surrogate gradient, not the spikes, so the voltages do not depend on the values being fitted. At most
+    ``max_samples`` voltage rows are kept (evenly strided over batch x time; the rate uses all): plenty for the
+    mean of a bounded function, and the solvers' cost grows with it.
     """
     if not is_spiking(cell):
         raise ValueError(f"measure_layer needs a LIF/ALIF cell, got {type(cell).__name__}")
@@ -217,6 +220,8 @@ def measure_layer(cell: nn.Module, inputs: Tensor, *, weight_hh: Tensor | None =
             us.append(v - thr)
             zs.append(z)
         u = torch.stack(us, 1).reshape(-1, n).to(torch.float64)
+        if u.shape[0] > max_samples:
+            u = u[torch.linspace(0, u.shape[0] - 1, max_samples).round().long()]
         spikes = torch.stack(zs, 1)
     return VoltageSamples(u, spikes.reshape(-1, n).mean(0).to(torch.float64)), spikes
 
