@@ -195,7 +195,8 @@ def test_design_summary_says_which_condition_had_no_root_and_what_match_chose():
 
 def test_design_config_validation_one_line_errors():
     for kw, msg in [({"on_no_root": "nope"}, "on_no_root"), ({"match_batch": 0}, "match_batch must be >= 1"),
-                    ({"match_steps": 0}, "match_steps must be >= 1"), ({"flat_tol": -1.0}, "flat_tol must be")]:
+                    ({"match_steps": 0}, "match_steps must be >= 1"), ({"flat_tol": -1.0}, "flat_tol must be"),
+                    ({"match_samples": 0}, "match_samples must be >= 1")]:
         with pytest.raises(ValueError, match=msg) as err:
             DesignConfig(**kw)
         assert "\n" not in str(err.value)

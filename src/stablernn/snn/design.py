@@ -109,6 +109,7 @@ class DesignConfig:
                                 "by simulating the layer; docs/surrogates.md) or raise")
     match_batch: int = option(128, "match: sequences simulated to measure each layer's voltages")
     match_steps: int = option(100, "match: steps per simulated sequence when the task's length is not given")
+    match_samples: int = option(2048, "match: voltage samples (batch x time rows) kept per layer")
     flat_tol: float = option(1e-3, "match: keep the unconditioned value where the measured gain moves by less "
                              "than this over the whole search range")
     as_in_code_variance: bool = option(False, "realise Condition II's variance as the authors' code did "
@@ -127,6 +128,7 @@ class DesignConfig:
             raise ValueError("Condition II sets the variance around Condition I's mean; include 'I' as well")
         require(self.match_batch >= 1, f"match_batch must be >= 1, got {self.match_batch}")
         require(self.match_steps >= 1, f"match_steps must be >= 1, got {self.match_steps}")
+        require(self.match_samples >= 1, f"match_samples must be >= 1, got {self.match_samples}")
         require(math.isfinite(self.flat_tol) and self.flat_tol >= 0,
                 f"flat_tol must be finite and >= 0, got {self.flat_tol}")
 
@@ -187,7 +189,7 @@ def _mean(t: Tensor) -> str:
 
 
 def measure_layer(cell: nn.Module, inputs: Tensor, *, weight_hh: Tensor | None = None,
-                  max_samples: int = 8192) -> tuple[VoltageSamples, Tensor]:
+                  max_samples: int = 2048) -> tuple[VoltageSamples, Tensor]:
     """Run a LIF/ALIF layer forward on ``inputs [B, T, input_size]`` (recurrent weights ``weight_hh`` if given, e.g.
     a design's, else the cell's) and return its activity: :class:`VoltageSamples` (``v − ϑ`` at every step, with
     ALIF's adapted threshold, and the firing rate per neuron) and the spikes ``[B, T, n]`` (the next layer's input).
@@ -277,7 +279,7 @@ def stability_design(cell: nn.Module, task_stats: TaskStats, config: DesignConfi
     tail = cfg.tail
     samples = None
     if cfg.on_no_root == "match" and inputs is not None and conds & {"IV", "tail"}:
-        samples, _ = measure_layer(cell, inputs, weight_hh=weight)
+        samples, _ = measure_layer(cell, inputs, weight_hh=weight, max_samples=cfg.match_samples)
     if "tail" in conds:
         rt = fit_tail(p, gamma.expand(p.n), sharp.expand(p.n), rate=cfg.rate, bounds=cfg.tail_bounds,
                       on_no_root=cfg.on_no_root, cross_term=cfg.cross_term, samples=samples, default=cfg.tail,
