@@ -164,6 +164,9 @@ def test_match_tail_takes_the_least_violating_q_not_a_bound_when_the_gain_is_not
     assert 1.05 < best < 50 and q == pytest.approx(best, rel=0.01)
     assert "least-violating value" in r.summary()
     assert not bool(r.solved.any())
+    flat = fit_tail(p, torch.full((n,), 1e-4, dtype=F64), 1.0, on_no_root="match", samples=samples)
+    assert "default q = 1.56 kept" in flat.summary() and "over q in [1.001, 101]" in flat.summary()
+    torch.testing.assert_close(flat.value, torch.full((n,), 1.56, dtype=F64))
 
 
 def test_raise_and_match_without_samples_raise_clear_errors():

@@ -634,7 +634,8 @@ def fit_tail(p: LayerParams, dampening: float | Tensor = 1.0, sharpness: float |
                       default=q_default - 1.0, flat_tol=flat_tol)
     q = _per_neuron_value(res.x, p.n) + 1.0
     pred, name = _prediction(gain, measured, q, res, p.n)
-    fallback = res.fallback.replace(f"default {q_default - 1.0:g} kept", f"default q = {q_default:g} kept")
+    fallback = (res.fallback.replace(f"default {q_default - 1.0:g} kept", f"default q = {q_default:g} kept")
+                .replace(f"over [{lo - 1.0:g}, {hi - 1.0:g}]", f"over q in [{lo:g}, {hi:g}]"))
     return ConditionReport("tail", "q-PseudoSpike tail q", q, pred, name, 1.0, _per_neuron_value(res.found, p.n),
                            (f"γ {_stat(gamma)}, s {_stat(sharp)}, spikes Bernoulli({rate}), reset={p.reset}",),
                            fallback)
