@@ -457,8 +457,7 @@ REPORT_WARM_BLOCKS = 24
 REPORT_WARM_MIN_DIM = 256
 
 
-def _radii_means(run: _Run, x: Tensor, state: WarmState | None = None, steps: int | None = None
-                 ) -> dict[str, list[float]]:
+def _radii_means(run: _Run, x: Tensor, state: WarmState | None = None) -> dict[str, list[float]]:
     """Mean radii per family and layer over ``measure_steps`` time steps of ``x`` (the report's before / after).
 
     With the warm engine, ``state`` (a fresh one when None; the run's own bases for "after") is carried from each
@@ -468,7 +467,7 @@ def _radii_means(run: _Run, x: Tensor, state: WarmState | None = None, steps: in
             "warm_cycles": c.warm_cycles, "warm_min_dim": max(c.warm_min_dim, REPORT_WARM_MIN_DIM)} \
         if c.engine == "warm" else {}
     trace = radii_over_time(run.model, x, families=list(run.targets), measure=c.measure, engine=c.engine,
-                            steps=steps or c.measure_steps, generator=run.gen, **run.measure_kw(), **warm)
+                            steps=c.measure_steps, generator=run.gen, **run.measure_kw(), **warm)
     return trace.mean()
 
 
@@ -647,7 +646,7 @@ def _rescale_start(run: _Run, before: dict[str, list[float]]) -> None:
     weights = rescalable_weights(run.model)
     for rnd in range(run.cfg.rescale_rounds):
         if rnd > 0:
-            radii = _keyed(_radii_means(run, run.xs[0], steps=RESCALE_MEASURE_STEPS), L)
+            radii = _round_radii(run)
         done = _rescale_round(run, radii, 1.0 / RESCALE_START_RANGE, RESCALE_START_RANGE)
         if run.cfg.rescale_time and RESCALE_START_TIME_RANGE > 1.0:
             _start_time_constants(run, radii)
@@ -659,12 +658,24 @@ def _rescale_start(run: _Run, before: dict[str, list[float]]) -> None:
     run.opt = make_lsc_optimizer(run.params, run.cfg)
 
 
+def _round_radii(run: _Run) -> dict[tuple[str, int], float]:
+    """The radii one rescaling round acts on: ``RESCALE_MEASURE_STEPS`` time steps of the first batch, measured as
+    LSC's own steps measure (its engine and Krylov budget; the warm engine continues from the run's bases, which
+    the next gradient steps then start from) rather than as the report (a fresh state, twice the blocks)."""
+    c = run.cfg
+    warm = {"state": run.warm, "warm_blocks": c.warm_blocks, "warm_cycles": c.warm_cycles,
+            "warm_min_dim": c.warm_min_dim} if c.engine == "warm" else {}
+    trace = radii_over_time(run.model, run.xs[0], families=list(run.targets), measure=c.measure, engine=c.engine,
+                            steps=RESCALE_MEASURE_STEPS, generator=run.gen, **run.measure_kw(), **warm)
+    return _keyed(trace.mean(), len(run.stack.cells))
+
+
 def _rescale_after_refit(run: _Run) -> None:
     """One closed-form round after the activity guard refitted a spiking layer's bias: the refit moves the surrogate
     derivatives, hence the radii (measured: a 2x128 ALIF's depth radius 0.50 -> 0.54-0.62), and a weight scale puts
     them back without a gradient step. A scale that takes a layer's rate out of range is undone as in the start
     rounds."""
-    radii = _keyed(_radii_means(run, run.xs[0], steps=RESCALE_MEASURE_STEPS), len(run.stack.cells))
+    radii = _round_radii(run)
     run.rescale_frozen.clear()
     done = _rescale_round(run, radii, 1.0 / RESCALE_START_RANGE, RESCALE_START_RANGE)
     _undo_silencing(run, done, rescalable_weights(run.model))
