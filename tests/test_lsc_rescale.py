@@ -161,3 +161,14 @@ def test_rescale_never_silences_a_spiking_layer_with_the_guard_on(digits):
     rep = lsc_pretrain(guarded, _batches(digits), **kw)
     assert rep.activity is not None and rep.activity["silenced"] == [], rep.activity
     assert all(0.01 <= r <= 0.9 for r in rep.activity["after_lsc"] if r is not None)
+
+
+def test_round_after_the_guard_refit_keeps_rates_in_range(digits):
+    """LSC silences a small ALIF's layers and the guard refits their biases; the rescaling round after the refit
+    (which moves the radii back) must leave every spiking layer firing in range."""
+    rep = lsc_pretrain(_model("alif", threshold=0.5), _batches(digits), max_steps=20, progress=False,
+                       engine="exact")
+    act = rep.activity
+    assert act is not None and act["refit"], act  # the refit (and so the round after it) happened
+    assert all(0.01 <= r <= 0.9 for r in act["final"] if r is not None), act
+    assert act["final"] != act["after_lsc"]
