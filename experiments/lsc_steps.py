@@ -8,11 +8,15 @@ radii after, and the moving-average time / depth radius at steps 20, 40, 60, 100
     python experiments/lsc_steps.py --cells lstm,gru,alif --variants base --lr 4e-2 --max-steps 100
     python experiments/lsc_steps.py --cells gru --variants base,skip_t0 --max-steps 150
     python experiments/lsc_steps.py --report-check --max-steps 40   # the before/after report against exact
+    python experiments/lsc_steps.py --cells lstm,gru,alif,lru --variants rw_off,rw_start,rw_step,rw_both
+    python experiments/lsc_steps.py --cells gru --layers 5 --width 64 --variants rw_off,rw_start,rw_step,rw_both
 
 Variants: ``base`` (the library as it is), ``no_rescale`` (``rescale_time=False``), ``lstm_stop`` (the forget-gate
 scaling stopped where the gate reaches the target), ``gru_z`` / ``gru_z_stop`` / ``gru_z_floor2`` (the update gate
 scaled like the LSTM's forget gate: unbounded / stopped at the target / stopped at target²), ``skip_t0`` (LSC's steps
-start each batch at t = 1, from the state after a forward step).
+start each batch at t = 1, from the state after a forward step), ``rw_off`` / ``rw_start`` / ``rw_step`` /
+``rw_both`` (``rescale_weights`` off / start / step / start+step: the closed-form weight rescaling), with the suffix
+``_notau`` the start rounds without the time-constant scale (``RESCALE_START_TIME_RANGE = 1``).
 """
 from __future__ import annotations
 
@@ -74,11 +78,15 @@ def _skip_t0_step(orig):
     return step
 
 
+# the closed-form weight rescaling (LSCConfig.rescale_weights), against its "off"
+RESCALE_VARIANTS = {"rw_off": "off", "rw_start": "start", "rw_step": "step", "rw_both": "start+step"}
+
+
 @contextmanager
 def variant(name: str) -> Iterator[dict[str, Any]]:
     """Patch the library for one variant; yields extra ``lsc_pretrain`` options."""
     had_gru = "scale_time_constants" in vars(gated.GRUCell)
-    old_lstm, old_step = gated.LSTMCell.scale_time_constants, P._rnn_step
+    old_lstm, old_step, old_range = gated.LSTMCell.scale_time_constants, P._rnn_step, P.RESCALE_START_TIME_RANGE
     try:
         extra: dict[str, Any] = {}
         if name == "no_rescale":
@@ -90,12 +98,18 @@ def variant(name: str) -> Iterator[dict[str, Any]]:
             gated.GRUCell.scale_time_constants = _gate_scaler(power)
         elif name == "skip_t0":
             P._rnn_step = _skip_t0_step(old_step)
+        elif name in RESCALE_VARIANTS:
+            extra["rescale_weights"] = RESCALE_VARIANTS[name]
+        elif name.startswith("rw_") and name.endswith("_notau"):  # the start rounds leave the time constants alone
+            extra["rescale_weights"] = RESCALE_VARIANTS[name.removesuffix("_notau")]
+            P.RESCALE_START_TIME_RANGE = 1.0
         elif name != "base":
             raise ValueError(f"unknown variant {name!r}")
         yield extra
     finally:
         gated.LSTMCell.scale_time_constants = old_lstm
         P._rnn_step = old_step
+        P.RESCALE_START_TIME_RANGE = old_range
         if not had_gru and "scale_time_constants" in vars(gated.GRUCell):
             del gated.GRUCell.scale_time_constants
 
@@ -149,6 +163,8 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=128)
     ap.add_argument("--lr", type=float, default=None, help="LSC learning rate (default: LSCConfig's)")
     ap.add_argument("--max-steps", type=int, default=200)
+    ap.add_argument("--demo", action="store_true", help="the demo's LSC settings (cli.train.demo_lsc: its lr, "
+                    "patience and step budget per cell) instead of LSCConfig's defaults")
     ap.add_argument("--report-check", action="store_true", help="measure the before/after report against exact")
     a = ap.parse_args()
     torch.set_num_threads(1)
@@ -163,14 +179,22 @@ def main() -> None:
             with variant(name) as extra:
                 if a.lr is not None:
                     extra["lr"] = a.lr
-                rep = lsc_pretrain(_model(cell, a.layers, a.width), batches, max_steps=a.max_steps,
-                                   time_limit=None, progress=False, **extra)
+                if a.demo:
+                    from stablernn.cli.train import demo_lsc
+
+                    cfg = demo_lsc(cell)
+                    extra.setdefault("lr", cfg.lr)
+                    rep = lsc_pretrain(_model(cell, a.layers, a.width), batches, cfg, time_limit=None, **extra)
+                else:
+                    rep = lsc_pretrain(_model(cell, a.layers, a.width), batches, max_steps=a.max_steps,
+                                       time_limit=None, progress=False, **extra)
             h = rep.history
-            at = {k: "/".join(f"{h[k - 1][f]:.3f}" for f in ("time", "depth") if f in h[k - 1])
-                  for k in (20, 40, 60, 100, 150) if len(h) >= k}
+            at = {k: "/".join(f"{h[k - 1][f]:.3f}" for f in ("time", "depth", "encoder") if f in h[k - 1])
+                  for k in (10, 20, 40, 60, 100, 150) if len(h) >= k}
             after = {f: [round(v, 3) for v in vals] for f, vals in rep.after.items()}
             print(f"{a.layers}x{a.width} {cell} {name} lr={extra.get('lr', 'default')}: {rep.steps} steps, "
-                  f"{rep.seconds:.1f} s, {rep.stop_reason.split(':')[0]}; after {after}; ema time/depth at {at}",
+                  f"{rep.seconds:.1f} s, {rep.stop_reason.split(':')[0]}; after {after}; ema time/depth/encoder at {at}"
+                  + (f"; rates {rep.activity['after_lsc']} -> {rep.activity['final']}" if rep.activity else ""),
                   flush=True)
 
 

@@ -128,6 +128,15 @@ class HasCells(Protocol):
     cells: Any
 
 
+@runtime_checkable
+class HasInputWeight(Protocol):
+    """An input weight matrix ``weight_ih [gates * H, in]`` through which everything the cell receives from below
+    enters its state (Elman, GRU, LSTM, LIF/ALIF, Li-GRU): LSC's closed-form rescaling scales it to move the encoder
+    and depth radii (with :class:`MatrixRecurrent`'s ``weight_hh`` for the time radius of cells without a clock)."""
+
+    weight_ih: Tensor
+
+
 def is_spiking(cell: Any) -> bool:
     """The one test of "is this layer spiking?" (firing rates, rate control, the stability design, LSC's activity
     guard all use it)."""

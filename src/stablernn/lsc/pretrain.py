@@ -1,6 +1,6 @@
 """LSC pre-training: bring the radius of every one-step transition Jacobian to a target (arXiv:2308.12075; docs/lsc.md).
 
-Why one module of ~540 lines: the report, the targets, the input checks and the step functions of one loop;
+Why one module of ~710 lines: the report, the targets, the input checks and the step functions of one loop;
 each function is short, and they share the run's state (:class:`_Run`).
 
 Loss per optimisation step: the mean over the measured transitions (family, layer) of ``mean_b (ρ_b - target)^2``.
@@ -18,6 +18,10 @@ the whole run, so each (family, layer, sample slot) starts from the eigen/singul
   (``LSCConfig.rescale_time``). It is there because it was measured necessary: a LIF's time radius cannot go below
   its leak by any weight change, and an LRU's ``max |λ|`` moves one eigenvalue per gradient step. Weight shuffling
   is not used: gradient descent reaches the targets without it (docs/lsc.md).
+- Closed-form weight rescaling (``LSCConfig.rescale_weights``, issue 13): the weight feeding each transition (input
+  weights for encoder / depth, the readout for the decoder, the recurrent weights of cells without a clock for time;
+  :func:`rescalable_weights`, found through the cells' capabilities) is multiplied by ``target / radius``, in rounds
+  before the gradient steps and/or after each step; docs/lsc.md "Fewer steps".
 
 Stopping: when the moving average (``config.ema``) of every (family, layer) radius is within ``tol`` of its target
 for ``patience`` consecutive steps (with ``rectangular="subsample"`` the decoder is trained but, as in the papers'
@@ -39,7 +43,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..cells.base import ScalesTimeConstants
+from ..cells.base import HasInputWeight, MatrixRecurrent, ScalesTimeConstants, is_spiking
 from ..data.base import TaskData
 from ..io import atomic_write_json
 from ..models import detach_states, eval_mode
@@ -321,6 +325,10 @@ class _Run:
     steps_x: tuple[Tensor, ...] = ()
     # spiking layers' rates before LSC when the activity guard is on (lsc/activity.py), else None
     rates_before: list[float | None] | None = None
+    # closed-form weight rescaling: the product of the scales applied so far per (family, layer), and the keys the
+    # activity guard froze (a rescale that took a spiking layer out of its rate range is undone and not retried)
+    rescale_total: dict[tuple[str, int], float] = field(default_factory=dict)
+    rescale_frozen: set[tuple[str, int]] = field(default_factory=set)
 
     def measure_kw(self) -> dict[str, Any]:
         c = self.cfg
@@ -381,6 +389,10 @@ def _descend(run: _Run, terms: list[tuple[Transition, Tensor]], new_states: list
     if run.cfg.rescale_time and run.stack is not None:
         _rescale_time_constants(run.stack, [tr for tr, _ in terms], radii, run.targets.get("time"),
                                 run.cfg.rescale_clip)
+    if run.cfg.rescale_weights in ("step", "start+step") and run.stack is not None:
+        clip = run.cfg.rescale_clip
+        _rescale_round(run, {(tr.family, tr.layer): r for (tr, _), r in zip(terms, radii, strict=True)},
+                       1.0 - clip, 1.0 + clip, skip_spiking_inputs=run.rates_before is not None)
     return loss, radii
 
 
@@ -481,6 +493,8 @@ def lsc_pretrain(model: nn.Module, batches: Any, config: LSCConfig | None = None
     before = _radii_means(run, xs[0])
     if cfg.activity is not None and not is_ffn(model):
         run.rates_before = spiking_rates(model, xs)
+    if cfg.rescale_weights in ("start", "start+step") and run.stack is not None:
+        _rescale_start(run, before)
     run.tracker.best_state, run.tracker.best_score, run.tracker.best_step = _snapshot(model), math.inf, 0
     stop_reason = f"max_steps ({cfg.max_steps}) reached"
     from tqdm.auto import tqdm
@@ -509,6 +523,9 @@ def lsc_pretrain(model: nn.Module, batches: Any, config: LSCConfig | None = None
         model.load_state_dict(run.tracker.best_state)
     # no spiking layer leaves LSC silent or saturated (the best weights may be a silent state)
     guard = guard_activity(model, xs, cfg.activity, run.rates_before) if run.rates_before is not None else None
+    if guard is not None and guard.refit and cfg.rescale_weights != "off":
+        _rescale_after_refit(run)
+        guard.final = spiking_rates(model, xs)
     after = _radii_means(run, xs[0], run.warm)
     return LSCReport(run.targets, before, after, run.step, round(time.perf_counter() - t0, 3), stop_reason,
                      run.history, activity=guard.to_json() if guard is not None else None)
@@ -525,6 +542,174 @@ def _rescale_time_constants(stack: Any, transitions: list[Transition], radii: li
         cell = stack.cells[tr.layer]
         if tr.family == "time" and isinstance(cell, ScalesTimeConstants) and math.isfinite(radius) and radius > 0:
             cell.scale_time_constants(min(max(target / radius, 1.0 - clip), 1.0 + clip), target)
+
+
+# --- closed-form weight rescaling (issue 13, item 3; docs/lsc.md "Fewer steps") -------------------------------------
+# Most of the radius gap at init is a scale: a transition's Jacobian is (nonlinearity's derivative) x (the weight that
+# feeds it), so multiplying that weight by m multiplies the radius by m where the derivative does not move (exactly for
+# the decoder, a LIF/ALIF's encoder and depth, any linear cell). Start rounds may move a weight by up to this factor
+# either way per round; every-step rescaling is clipped by LSCConfig.rescale_clip like the time constants.
+RESCALE_START_RANGE = 4.0
+# the product of all scales of one weight stays within [1/RESCALE_TOTAL_RANGE, RESCALE_TOTAL_RANGE]: a transition
+# whose radius does not follow its weight's scale (a layer norm after the product) is not scaled away to 0 or infinity
+RESCALE_TOTAL_RANGE = 10.0
+# the start rounds also scale the time constants of cells with a clock (when rescale_time is on), by
+# clip(target / time radius) within [1/RESCALE_START_TIME_RANGE, RESCALE_START_TIME_RANGE] (1: they do not)
+RESCALE_START_TIME_RANGE = 2.0
+# time steps of the first batch measured by each start round after the first (the first reuses the "before" radii)
+RESCALE_MEASURE_STEPS = 4
+
+
+def rescalable_weights(model: Any) -> dict[tuple[str, int], Tensor]:
+    """The weight whose scale sets each transition's radius, keyed ``(family, stack layer)``: encoder -> the first
+    cell's ``weight_ih``, depth ``l`` -> cell ``l``'s ``weight_ih`` (:class:`~stablernn.cells.base.HasInputWeight`),
+    time ``l`` -> cell ``l``'s ``weight_hh`` (:class:`~stablernn.cells.base.MatrixRecurrent`) unless the cell has
+    its own clock (``scale_time_constants``: its leak is rescaled instead), decoder -> a linear readout's weight.
+    Only plain parameters (a parametrised or frozen weight is left out); FFNs and cells without these capabilities
+    give nothing to rescale."""
+    if is_ffn(model):
+        return {}
+    stack = as_stack(model)
+    out: dict[tuple[str, int], Tensor] = {}
+
+    def ok(w: Any) -> bool:
+        return isinstance(w, nn.Parameter) and w.requires_grad
+
+    for l, cell in enumerate(stack.cells):
+        if isinstance(cell, HasInputWeight) and ok(cell.weight_ih):
+            out[("encoder" if l == 0 else "depth", l)] = cell.weight_ih
+        if isinstance(cell, MatrixRecurrent) and not isinstance(cell, ScalesTimeConstants) and ok(cell.weight_hh):
+            out[("time", l)] = cell.weight_hh
+    readout = getattr(stack, "readout", None)
+    if isinstance(readout, nn.Linear) and ok(readout.weight):
+        out[("decoder", len(stack.cells) - 1)] = readout.weight
+    return out
+
+
+@torch.no_grad()
+def rescale_weights_(model: Any, radii: dict[tuple[str, int], float], targets: dict[str, float], *,
+                     low: float = 1.0 / RESCALE_START_RANGE, high: float = RESCALE_START_RANGE,
+                     optimizer: torch.optim.Optimizer | None = None, skip: set[tuple[str, int]] | None = None
+                     ) -> dict[tuple[str, int], float]:
+    """One closed-form round: multiply each :func:`rescalable_weights` entry whose transition has a measured radius
+    (``radii[(family, stack layer)]``, a batch mean) by ``m = clip(target / radius, low, high)``, in place; returns
+    the scales applied. A Lookahead optimizer's slow copy of the weight is scaled too (else its next sync would
+    pull the weight half-way back)."""
+    weights = rescalable_weights(model)
+    done: dict[tuple[str, int], float] = {}
+    for key, w in weights.items():
+        r = radii.get(key)
+        if (skip and key in skip) or r is None or key[0] not in targets or not math.isfinite(r) or r <= 0:
+            continue
+        m = min(max(targets[key[0]] / r, low), high)
+        w.mul_(m)
+        slow = optimizer.state.get(w, {}).get("slow_params") if optimizer is not None else None
+        if isinstance(slow, Tensor):
+            slow.mul_(m)
+        done[key] = m
+    return done
+
+
+def _rescale_round(run: _Run, radii: dict[tuple[str, int], float], low: float, high: float,
+                   skip_spiking_inputs: bool = False) -> dict[tuple[str, int], float]:
+    """:func:`rescale_weights_` within the run's bounds (each weight's total scale within ``RESCALE_TOTAL_RANGE``,
+    frozen keys skipped; with ``skip_spiking_inputs`` the input weights of spiking layers are left alone)."""
+    skip = set(run.rescale_frozen)
+    bounded: dict[tuple[str, int], float] = {}
+    for key, r in radii.items():
+        total = run.rescale_total.get(key, 1.0)
+        if skip_spiking_inputs and key[0] in ("encoder", "depth") and is_spiking(run.stack.cells[key[1]]):
+            skip.add(key)
+        elif key[0] in run.targets and math.isfinite(r) and r > 0:
+            m = min(max(run.targets[key[0]] / r, low, 1.0 / (RESCALE_TOTAL_RANGE * total)),
+                    high, RESCALE_TOTAL_RANGE / total)
+            bounded[key] = run.targets[key[0]] / m  # the radius that gives exactly this m
+    done = rescale_weights_(run.model, bounded, run.targets, low=0.0, high=math.inf, optimizer=run.opt, skip=skip)
+    for key, m in done.items():
+        run.rescale_total[key] = run.rescale_total.get(key, 1.0) * m
+    return done
+
+
+def _keyed(means: dict[str, list[float]], n_layers: int) -> dict[tuple[str, int], float]:
+    """Report lists (depth starts at layer 1, the decoder is the last layer's) -> ``{(family, stack layer): r}``."""
+    first = {"depth": 1, "decoder": n_layers - 1}
+    return {(f, first.get(f, 0) + i): r for f, v in means.items() for i, r in enumerate(v)}
+
+
+def _rescale_start(run: _Run, before: dict[str, list[float]]) -> None:
+    """``rescale_rounds`` rounds of measure -> scale before the gradient steps (the first on the report's "before"
+    radii; the others on ``RESCALE_MEASURE_STEPS`` time steps of the first batch). With the activity guard on, a
+    scale that takes a spiking layer's rate out of range is undone for that layer's input weight, which is then
+    frozen (LSC must not meet a radius by silencing a layer; lsc/activity.py)."""
+    L = len(run.stack.cells)
+    radii = _keyed(before, L)
+    weights = rescalable_weights(run.model)
+    for rnd in range(run.cfg.rescale_rounds):
+        if rnd > 0:
+            radii = _round_radii(run)
+        done = _rescale_round(run, radii, 1.0 / RESCALE_START_RANGE, RESCALE_START_RANGE)
+        if run.cfg.rescale_time and RESCALE_START_TIME_RANGE > 1.0:
+            _start_time_constants(run, radii)
+        if run.rates_before is not None and any(r is not None for r in run.rates_before):
+            _undo_silencing(run, done, weights)
+        if all(abs(m - 1.0) < 0.02 for m in done.values()):
+            break
+    # a fresh optimiser: its state (Lookahead's slow weights, the moments) starts from the rescaled weights
+    run.opt = make_lsc_optimizer(run.params, run.cfg)
+
+
+def _round_radii(run: _Run) -> dict[tuple[str, int], float]:
+    """The radii one rescaling round acts on: ``RESCALE_MEASURE_STEPS`` time steps of the first batch, measured as
+    LSC's own steps measure (its engine and Krylov budget; the warm engine continues from the run's bases, which
+    the next gradient steps then start from) rather than as the report (a fresh state, twice the blocks)."""
+    c = run.cfg
+    warm = {"state": run.warm, "warm_blocks": c.warm_blocks, "warm_cycles": c.warm_cycles,
+            "warm_min_dim": c.warm_min_dim} if c.engine == "warm" else {}
+    trace = radii_over_time(run.model, run.xs[0], families=list(run.targets), measure=c.measure, engine=c.engine,
+                            steps=RESCALE_MEASURE_STEPS, generator=run.gen, **run.measure_kw(), **warm)
+    return _keyed(trace.mean(), len(run.stack.cells))
+
+
+def _rescale_after_refit(run: _Run) -> None:
+    """One closed-form round after the activity guard refitted a spiking layer's bias: the refit moves the surrogate
+    derivatives, hence the radii (measured: a 2x128 ALIF's depth radius 0.50 -> 0.54-0.62), and a weight scale puts
+    them back without a gradient step. A scale that takes a layer's rate out of range is undone as in the start
+    rounds."""
+    radii = _round_radii(run)
+    run.rescale_frozen.clear()
+    done = _rescale_round(run, radii, 1.0 / RESCALE_START_RANGE, RESCALE_START_RANGE)
+    _undo_silencing(run, done, rescalable_weights(run.model))
+
+
+def _start_time_constants(run: _Run, radii: dict[tuple[str, int], float]) -> None:
+    """One start round's time-constant scale for each cell with a clock (``scale_time_constants``); spiking cells
+    are left to the loop's rescaling when the activity guard is on (measured: shortening an ALIF's τ in the same round
+    as its input scale silenced its first layer, the guard froze its encoder, and LSC took 216 steps, not 55)."""
+    target = run.targets.get("time")
+    for l, cell in enumerate(run.stack.cells):
+        r = radii.get(("time", l))
+        if target is None or r is None or not isinstance(cell, ScalesTimeConstants) or not math.isfinite(r) or r <= 0:
+            continue
+        if is_spiking(cell) and run.rates_before is not None:
+            continue  # a shorter leak lowers the firing too: with the input scale it silenced a 2x128 ALIF's layer 0
+        cell.scale_time_constants(min(max(target / r, 1.0 / RESCALE_START_TIME_RANGE), RESCALE_START_TIME_RANGE),
+                                  target)
+
+
+@torch.no_grad()
+def _undo_silencing(run: _Run, done: dict[tuple[str, int], float], weights: dict[tuple[str, int], Tensor]) -> None:
+    """Undo this round's input-weight scale of every spiking layer now outside the activity range, lowest first
+    (a layer pushed out of range from below may recover once its lower layer does), and freeze it."""
+    low, high = run.cfg.activity
+    rates = spiking_rates(run.model, run.xs)
+    for l in range(len(run.stack.cells)):
+        key = ("encoder" if l == 0 else "depth", l)
+        if rates[l] is None or low <= rates[l] <= high or key not in done:
+            continue
+        weights[key].div_(done[key])
+        run.rescale_total[key] = run.rescale_total.get(key, 1.0) / done[key]
+        run.rescale_frozen.add(key)
+        rates = spiking_rates(run.model, run.xs)
 
 
 def _subset_layers(trs: list[Transition], k: int, gen: torch.Generator) -> list[Transition]:
@@ -551,4 +736,4 @@ def lsc_loss(model: nn.Module, x_t: Tensor, states: list[Any], targets: dict[str
 
 
 __all__ = ["LSCReport", "check_config", "check_lsc_inputs", "lsc_loss", "lsc_pretrain", "make_config",
-           "make_lsc_optimizer", "resolve_targets"]
+           "make_lsc_optimizer", "rescalable_weights", "rescale_weights_", "resolve_targets"]
