@@ -43,7 +43,7 @@ from ..cells.base import ScalesTimeConstants
 from ..data.base import TaskData
 from ..io import atomic_write_json
 from ..models import detach_states, eval_mode
-from .activity import activity_penalty, guard_activity, spiking_rates
+from .activity import activity_penalty, gate_saturation, guard_activity, spiking_rates
 from .config import FAMILIES, Engine, LSCConfig, Measure
 from .measures import Transition, WarmState, transition_measure
 from .radii import batch_x, radii_over_time
@@ -481,6 +481,7 @@ def lsc_pretrain(model: nn.Module, batches: Any, config: LSCConfig | None = None
     before = _radii_means(run, xs[0])
     if cfg.activity is not None and not is_ffn(model):
         run.rates_before = spiking_rates(model, xs)
+    gates_before = gate_saturation(model, xs) if run.rates_before is not None else None  # gated layers (activity.py)
     run.tracker.best_state, run.tracker.best_score, run.tracker.best_step = _snapshot(model), math.inf, 0
     stop_reason = f"max_steps ({cfg.max_steps}) reached"
     from tqdm.auto import tqdm
@@ -508,7 +509,8 @@ def lsc_pretrain(model: nn.Module, batches: Any, config: LSCConfig | None = None
     if run.tracker.best_state is not None:
         model.load_state_dict(run.tracker.best_state)
     # no spiking layer leaves LSC silent or saturated (the best weights may be a silent state)
-    guard = guard_activity(model, xs, cfg.activity, run.rates_before) if run.rates_before is not None else None
+    guard = (guard_activity(model, xs, cfg.activity, run.rates_before, gates_before=gates_before)
+             if run.rates_before is not None else None)
     after = _radii_means(run, xs[0], run.warm)
     return LSCReport(run.targets, before, after, run.step, round(time.perf_counter() - t0, 3), stop_reason,
                      run.history, activity=guard.to_json() if guard is not None else None)
