@@ -376,7 +376,7 @@ def test_train_stable_auto_from_the_command_line(capsys, tmp_path):
 
 
 # --- the benchmark specs ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name,runs", [("stability_bench_quick", 144), ("stability_bench_full", 1197),
+@pytest.mark.parametrize("name,runs", [("stability_bench_quick", 162), ("stability_bench_full", 1197),
                                        ("stability_calibration", 20), ("stability_calibration_b", 5)])
 def test_stability_benchmark_specs_expand_to_valid_runs(name, runs):
     from pathlib import Path
