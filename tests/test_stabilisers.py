@@ -374,6 +374,19 @@ def test_resolve_stable_gives_the_classic_cells_layer_norm_and_no_lsc(cell):
     assert resolve_stable(dataclasses.replace(auto, train=TrainConfig(stable="off"))).model.layer_norm is False
 
 
+def test_train_stable_auto_gives_a_gru_layer_norm_and_no_lsc_from_the_command_line(capsys, tmp_path):
+    from stablernn.cli import main
+
+    argv = ["train", "--cell", "gru", "--layers", "2", "--width", "8", "--epochs", "1", "--max-batches", "2",
+            "--stable", "auto", "--out-dir", str(tmp_path), "--name", "auto", "--no-progress"]
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code in (0, None), capsys.readouterr().err
+    cfg = json.loads((tmp_path / "auto" / "config.json").read_text())
+    assert cfg["model"]["layer_norm"] is True and cfg.get("lsc") is None
+    assert not (tmp_path / "auto" / "lsc_report.json").exists()
+
+
 def test_train_stable_auto_from_the_command_line(capsys, tmp_path):
     from stablernn.cli import main
 
