@@ -8,8 +8,8 @@
   by measurement (issue 16, docs/results.md "Where stability matters", 4-layer tanh RNN, 3 seeds): on the four tasks
   where the deep default fails, layer norm alone averages 81.9 % against 82.6 for the best arm of the stabilisers'
   grid per task (it is that best on three of them; copy T = 50: 27.8 vs 30.3 for LSC 1), 59.5 for LSC to radius 1
-  on every signal edge (the earlier rule) and 40.8 for layer norm + LSC 1; layer norm + LSC 1 without the time
-  family stayed at chance on delayed recall T = 50 and delayed XOR on every seed. Why LSC does not combine with
+  on every signal edge (the earlier rule), 40.8 for layer norm + LSC 1 and 21.4 for layer norm + LSC 1 without the
+  time family. Why LSC does not combine with
   it: layer norm is scale-invariant, so while a pre-activation's spread is well above the norm's epsilon the radius
   does not depend on the scale of the weights feeding it (only on the norm's gain and the weights' direction), and
   where the spread is small (blank input steps, zero state) the norm's Jacobian grows as 1 / spread: on delayed XOR
