@@ -4,16 +4,15 @@
 ``config.json`` holds what ran and ``load_run`` rebuilds the same network:
 
 - for the cells with a layer-norm option (Elman, GRU, LSTM: ``models.CLASSIC_KINDS``): layer norm in the cell
-  (``ModelConfig.layer_norm``, arXiv:1607.06450) and no LSC, unless the run gives an LSC target of its own. Chosen
-  by measurement (issue 16, docs/results.md "Where stability matters", 4-layer tanh RNN, 3 seeds): on the four tasks
+  (``ModelConfig.layer_norm``, arXiv:1607.06450) and no LSC, unless the run gives an LSC target of its own. Chosen by
+  measurement (issue 16, docs/results.md "Where stability matters", 4-layer tanh RNN, 3 seeds): on the four tasks
   where the deep default fails, layer norm alone averages 81.9 % against 82.6 for the best arm of the stabilisers'
-  grid per task (it is that best on three of them; copy T = 50: 27.8 vs 30.3 for LSC 1), 59.5 for LSC to radius 1
-  on every signal edge (the earlier rule), 40.8 for layer norm + LSC 1 and 21.4 for layer norm + LSC 1 without the
-  time family. Why LSC does not combine with
-  it: layer norm is scale-invariant, so while a pre-activation's spread is well above the norm's epsilon the radius
-  does not depend on the scale of the weights feeding it (only on the norm's gain and the weights' direction), and
-  where the spread is small (blank input steps, zero state) the norm's Jacobian grows as 1 / spread: on delayed XOR
-  the first layer's time radius started at 13 and ended at 3·10^2-2·10^4 after LSC;
+  grid per task (it is that best on three of them; copy T = 50: 27.8 vs 30.3 for LSC 1), 59.5 for LSC to radius 1 on
+  every signal edge (the earlier rule), 40.8 for layer norm + LSC 1 and 21.4 for layer norm + LSC 1 without the time
+  family. Why LSC does not combine with it: layer norm is scale-invariant, so while a pre-activation's spread is well
+  above the norm's epsilon the radius does not depend on the scale of the weights feeding it (only on the norm's gain
+  and the weights' direction), and where the spread is small (blank input steps, zero state) the norm's Jacobian grows
+  as 1 / spread: on delayed XOR the first layer's time radius started at 13 and ended at 3·10^2-2·10^4 after LSC;
 - for every other cell (LIF, ALIF, LRU, Li-GRU, ...): LSC pre-training to the signal-preserving targets of
   :func:`stablernn.lsc.theory.stable_targets` (encoder, depth and decoder at radius 1; the time family left alone,
   these cells have a clock of their own: leaks, LRU eigenvalues, gates), written into the config as an explicit
