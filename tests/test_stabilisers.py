@@ -407,7 +407,7 @@ def test_train_stable_auto_from_the_command_line(capsys, tmp_path):
 
 
 # --- the benchmark specs ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name,runs", [("stability_auto_gated", 8), ("stability_auto_ln", 54),
+@pytest.mark.parametrize("name,runs", [("stability_auto_gated", 12), ("stability_auto_ln", 54),
                                        ("stability_auto_relu", 6)])
 def test_stable_auto_probe_specs_expand(name, runs):
     from pathlib import Path
