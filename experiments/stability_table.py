@@ -20,8 +20,19 @@ from typing import Any
 def arm_of(cfg: dict[str, Any]) -> str:
     """The stabiliser a run's config switched on ("default" when none)."""
     m, t, lsc = cfg["model"], cfg["train"], cfg.get("lsc")
+    classic = m["cell"] in ("gru", "lstm") or m["cell"].endswith("_rnn")
+    if t.get("stable") == "auto" and classic and lsc:
+        # a classic cell that --stable auto pre-trained with LSC: the rule before layer norm (train/stable.py), run
+        # at commit 866743c (experiments/stability_auto_ln.toml); one of the grid's LSC arms now
+        target = lsc.get("target")
+        no_time = isinstance(target, dict) and m["cell"].endswith("_rnn") and "time" not in target
+        name = ("layer norm + LSC 1" if m.get("layer_norm") else "LSC 1 (earlier --stable auto)") + \
+            (" without time" if no_time else "")
+        return name + (" + LSUV" if m.get("lsuv") else "")
     if t.get("stable") == "auto":
         extra = [name for flag, name in (("layer_norm", "layer norm"), ("lsuv", "LSUV")) if m.get(flag)]
+        if classic and not lsc:
+            return "--stable auto (= layer norm)"
         return " + ".join(["--stable auto", *extra])
     for flag, name in (("chrono", "chrono"), ("layer_norm", "layer norm"), ("lsuv", "LSUV")):
         if m.get(flag):
@@ -82,13 +93,53 @@ def _cell(recs: list[dict[str, Any]]) -> str:
 def table(rows: dict[tuple[str, int, str], dict[str, list[dict[str, Any]]]]) -> str:
     tasks = sorted({t for per in rows.values() for t in per}, key=lambda t: (t.split()[0], int(t.split("=")[1])))
     n = max(len(v) for per in rows.values() for v in per.values())
-    lines = ["| net | depth | arm | " + " | ".join(tasks) + " |", "|---|---:|---|" + "---|" * len(tasks)]
+    lines = ["| net | depth | arm | " + " | ".join(tasks) + f" | mean ({len(tasks)}) |",
+             "|---|---:|---|" + "---|" * len(tasks) + "---:|"]
     for cell, depth, arm in sorted(rows, key=lambda k: (k[0], k[1], k[2] != "default", k[2])):
         per = rows[(cell, depth, arm)]
-        lines.append(f"| {cell} | {depth} | {arm} | " + " | ".join(_cell(per.get(t, [])) for t in tasks) + " |")
+        means = [_mean(per.get(t, [])) for t in tasks]
+        overall = f"{sum(means) / len(means):.1f}" if all(v is not None for v in means) else "-"
+        lines.append(f"| {cell} | {depth} | {arm} | " + " | ".join(_cell(per.get(t, [])) for t in tasks)
+                     + f" | {overall} |")
     seeds = f"mean ± sd over {n} seeds" if n > 1 else "1 seed"
     return "\n".join(lines) + f"\n\n(test accuracy %, {seeds}; in brackets the training seconds (and LSC's); " \
         "spiking nets: the test firing rate)"
+
+
+def _mean(recs: list[dict[str, Any]]) -> float | None:
+    accs = [100 * r["acc"] for r in recs if r["acc"] is not None]
+    return statistics.mean(accs) if accs else None
+
+
+def acceptance(rows: dict[tuple[str, int, str], dict[str, list[dict[str, Any]]]], gap: float = 5.0) -> str:
+    """Issue 16's acceptance, per cell: the tasks where the deep default net is ``gap`` points or more below the
+    1-layer default ("failing"), each deep arm's mean over them against the best of the other deep arms per task
+    (the stabilisers' grid: every deep arm but the current ``--stable auto``), averaged over those tasks."""
+    out = []
+    for cell in sorted({k[0] for k in rows}):
+        shallow = {t: _mean(v) for t, v in rows.get((cell, 1, "default"), {}).items()}
+        deep_keys = [k for k in rows if k[0] == cell and k[1] > 1]
+        deep_default = [k for k in deep_keys if k[2] == "default"]
+        if not shallow or not deep_default:
+            continue
+        dd = {t: _mean(v) for t, v in rows[deep_default[0]].items()}
+        failing = sorted(t for t in dd if t in shallow and dd[t] is not None and shallow[t] is not None
+                         and shallow[t] - dd[t] >= gap)
+        if not failing:
+            continue
+        out.append(f"{cell}: failing tasks (deep default >= {gap:g} below 1 layer): {', '.join(failing)}")
+        grid = [k for k in deep_keys if not k[2].startswith("--stable auto")]
+        best = {t: max((_mean(rows[k].get(t, [])) or 0.0) for k in grid) for t in failing}
+        best_mean = sum(best.values()) / len(failing)
+        out.append(f"  best of the grid per task: {', '.join(f'{t} {best[t]:.1f}' for t in failing)}; "
+                   f"mean {best_mean:.1f}")
+        for k in sorted(deep_keys, key=lambda k: k[2]):
+            vals = [_mean(rows[k].get(t, [])) for t in failing]
+            if any(v is None for v in vals):
+                continue
+            m = sum(vals) / len(vals)  # type: ignore[arg-type]
+            out.append(f"  {k[2]}: {m:.1f} ({m - best_mean:+.1f} vs best)")
+    return "\n".join(out)
 
 
 def figure(rows: dict[tuple[str, int, str], dict[str, list[dict[str, Any]]]], path: Path) -> None:
@@ -105,7 +156,8 @@ def figure(rows: dict[tuple[str, int, str], dict[str, list[dict[str, Any]]]], pa
     for ax, task in zip(axes[0], tasks, strict=True):
         vals = [statistics.mean([100 * r["acc"] for r in rows[k].get(task, [])]) if rows[k].get(task) else 0.0
                 for k in keys]
-        colours = ["tab:orange" if "auto" in k[2] else "tab:grey" if k[1] == 1 else "tab:blue" for k in keys]
+        colours = ["tab:orange" if k[2].startswith("--stable auto") else "tab:grey" if k[1] == 1 else "tab:blue"
+                   for k in keys]
         ax.barh(range(len(keys)), vals, color=colours)
         ax.set_yticks(range(len(keys)), labels, fontsize=8)
         ax.invert_yaxis()
@@ -130,6 +182,9 @@ def main() -> None:
     if not rows:
         raise SystemExit(f"no finished runs under {', '.join(map(str, args.roots))}")
     print(table(rows))
+    acc = acceptance(rows)
+    if acc:
+        print("\n" + acc)
     if args.figure is not None:
         figure(rows, args.figure)
         print(f"\nfigure written to {args.figure}")

@@ -223,7 +223,9 @@ def test_report_schema_table_and_atomic_save(tmp_path, digits):
     model = _model("gru", 2, 8)
     rep = lsc_pretrain(model, _batches(digits, 1), max_steps=3, progress=False, measure_steps=2)
     d = rep.to_json()
-    assert set(d) == {"target", "before", "after", "steps", "seconds", "stop_reason"}
+    # a gated net's report carries the gate-saturation guard's numbers (lsc/activity.py, issue 16)
+    assert set(d) == {"target", "before", "after", "steps", "seconds", "stop_reason", "activity"}
+    assert len(d["activity"]["gates"]["after_lsc"]) == 2
     assert d["steps"] == 3 and d["stop_reason"].startswith("max_steps")
     assert [len(d["before"][f]) for f in ("time", "depth", "encoder", "decoder")] == [2, 1, 1, 1]
     json.dumps(d)

@@ -2,6 +2,7 @@
 guard and ``--stable auto`` (issue 16)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -27,7 +28,13 @@ from stablernn.lsc.pretrain import LSCReport, lsc_pretrain, resolve_targets
 from stablernn.lsc.theory import OWN_CLOCK_CELLS, log10_gradient_bound, stable_targets, theory_targets
 from stablernn.models import ModelConfig, build_model
 from stablernn.train import RunConfig, TrainConfig, fit
-from stablernn.train.stable import AUTO_CONDITIONS, FALLBACK_CONDITIONS, lsuv_for_run, resolve_stable
+from stablernn.train.stable import (
+    AUTO_CONDITIONS,
+    FALLBACK_CONDITIONS,
+    LAYER_NORM_CELLS,
+    lsuv_for_run,
+    resolve_stable,
+)
 
 torch.set_num_threads(1)
 
@@ -335,16 +342,13 @@ def test_resolve_stable_expands_to_stable_targets_and_the_spiking_design(digits)
     assert alif.lsc.target == {"depth": 1.0, "encoder": 1.0, "decoder": 1.0} and alif.lsc.activity == (0.01, 0.9)
     assert set(alif.lsc.families) == {"depth", "encoder", "decoder"}  # the ALIF's leak keeps its own time radius
     assert alif.model.conditions == AUTO_CONDITIONS
-    tanh = resolve_stable(RunConfig(model=ModelConfig(cell="tanh_rnn", layers=4), train=TrainConfig(stable="auto")))
-    assert tanh.lsc.target == stable_targets(4, "tanh_rnn") and "time" in tanh.lsc.families
+    assert not alif.model.layer_norm
     with pytest.raises(ValueError, match="families are limited"):
-        resolve_stable(RunConfig(model=ModelConfig(cell="gru"), lsc=LSCConfig(families=("time",)),
+        resolve_stable(RunConfig(model=ModelConfig(cell="alif"), lsc=LSCConfig(families=("time",)),
                                  train=TrainConfig(stable="auto")))
     own = resolve_stable(RunConfig(model=ModelConfig(cell="lif", conditions=("I",)), lsc=LSCConfig(target=0.7,
                                    max_steps=5), train=TrainConfig(stable="auto")))
     assert own.model.conditions == ("I",) and own.lsc.target == 0.7 and own.lsc.max_steps == 5
-    lstm = resolve_stable(RunConfig(model=ModelConfig(cell="lstm"), train=TrainConfig(stable="auto")))
-    assert lstm.lsc.target == stable_targets(2, "lstm") and lstm.model.conditions == ()
     # with the task: Condition II is kept where it has a solution (a LIF on digits), dropped where it has none
     lif = resolve_stable(RunConfig(model=ModelConfig(cell="lif", width=8), train=TrainConfig(stable="auto")),
                          digits.info)
@@ -354,6 +358,33 @@ def test_resolve_stable_expands_to_stable_targets_and_the_spiking_design(digits)
     assert weak.model.conditions == FALLBACK_CONDITIONS
     with pytest.raises(ValueError, match="--stable auto is for recurrent nets"):
         resolve_stable(RunConfig(model=ModelConfig(cell="ffn"), train=TrainConfig(stable="auto")))
+
+
+@pytest.mark.parametrize("cell", ["tanh_rnn", "relu_rnn", "gru", "lstm"])
+def test_resolve_stable_gives_the_classic_cells_layer_norm_and_no_lsc(cell):
+    auto = RunConfig(model=ModelConfig(cell=cell, layers=4), train=TrainConfig(stable="auto"))
+    got = resolve_stable(auto)
+    assert cell in LAYER_NORM_CELLS
+    assert got.model.layer_norm and got.lsc is None and got.model.conditions == ()
+    assert resolve_stable(got) == got  # a resolved config (config.json) resolves to itself
+    # [lsc] options without a target of their own are dropped with LSC; a target the run names is kept
+    assert resolve_stable(dataclasses.replace(auto, lsc=LSCConfig(max_steps=5))).lsc is None
+    own = resolve_stable(dataclasses.replace(auto, lsc=LSCConfig(target=0.7)))
+    assert own.model.layer_norm and own.lsc.target == 0.7
+    assert resolve_stable(dataclasses.replace(auto, train=TrainConfig(stable="off"))).model.layer_norm is False
+
+
+def test_train_stable_auto_gives_a_gru_layer_norm_and_no_lsc_from_the_command_line(capsys, tmp_path):
+    from stablernn.cli import main
+
+    argv = ["train", "--cell", "gru", "--layers", "2", "--width", "8", "--epochs", "1", "--max-batches", "2",
+            "--stable", "auto", "--out-dir", str(tmp_path), "--name", "auto", "--no-progress"]
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code in (0, None), capsys.readouterr().err
+    cfg = json.loads((tmp_path / "auto" / "config.json").read_text())
+    assert cfg["model"]["layer_norm"] is True and cfg.get("lsc") is None
+    assert not (tmp_path / "auto" / "lsc_report.json").exists()
 
 
 def test_train_stable_auto_from_the_command_line(capsys, tmp_path):
@@ -376,6 +407,19 @@ def test_train_stable_auto_from_the_command_line(capsys, tmp_path):
 
 
 # --- the benchmark specs ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name,runs", [("stability_auto_gated", 12), ("stability_auto_ln", 54),
+                                       ("stability_auto_relu", 6)])
+def test_stable_auto_probe_specs_expand(name, runs):
+    from pathlib import Path
+
+    from stablernn.sweep import load_spec
+    from stablernn.sweep.runner import expand
+
+    got = expand(load_spec(Path(__file__).resolve().parents[1] / "experiments" / f"{name}.toml"))
+    assert len(got) == runs and any(r.config.train.stable == "auto" for r in got)
+    assert all(r.config.model.layers == 4 for r in got)
+
+
 @pytest.mark.parametrize("name,runs", [("stability_bench_quick", 144), ("stability_bench_full", 1197),
                                        ("stability_calibration", 20), ("stability_calibration_b", 5)])
 def test_stability_benchmark_specs_expand_to_valid_runs(name, runs):

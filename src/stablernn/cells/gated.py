@@ -80,6 +80,18 @@ class LSTMCell(Cell):
         h, c = split_state(s, [self.hidden_size, self.hidden_size])
         return LSTMState(h, c)
 
+    # the gate-saturation guard's capability (lsc/activity.py, issue 16): the sigmoid gates i, f, o
+    SIGMOID_GATES = (0, 1, 3)
+
+    def gate_preactivations(self, x: Tensor, state: LSTMState) -> Tensor:
+        """Pre-activations of the sigmoid gates (i, f, o) for one step, ``x [B, in]`` -> ``[B, 3, H]``."""
+        return _sigmoid_gate_preactivations(self, x, state.h, 4, self.SIGMOID_GATES)
+
+    @torch.no_grad()
+    def shift_gate_biases_(self, delta: Tensor) -> None:
+        """Add ``delta [3, H]`` to the biases of the sigmoid gates (i, f, o), in place (through ``bias_ih``)."""
+        _shift_gate_biases(self, delta, self.SIGMOID_GATES)
+
 
 class GRUCell(HiddenStateCell):
     """GRU step in PyTorch's (= Keras ``reset_after=True``) form, glorot input / orthogonal recurrent init.
@@ -112,6 +124,18 @@ class GRUCell(HiddenStateCell):
         """All steps, ``x [B, T, input_size] -> (h [B, T, H], final state)``: PyTorch's fused GRU kernel on this
         cell's own parameters when ``self.fast`` (and the step is not overridden), else the step loop."""
         return _fused_or_loop(self, GRUCell, gru_cell_sequence, x, state)
+
+    # the gate-saturation guard's capability (lsc/activity.py, issue 16): the sigmoid gates r, z
+    SIGMOID_GATES = (0, 1)
+
+    def gate_preactivations(self, x: Tensor, state: HState) -> Tensor:
+        """Pre-activations of the sigmoid gates (r, z) for one step, ``x [B, in]`` -> ``[B, 2, H]``."""
+        return _sigmoid_gate_preactivations(self, x, state.h, 3, self.SIGMOID_GATES)
+
+    @torch.no_grad()
+    def shift_gate_biases_(self, delta: Tensor) -> None:
+        """Add ``delta [2, H]`` to the biases of the sigmoid gates (r, z), in place (through ``bias_ih``)."""
+        _shift_gate_biases(self, delta, self.SIGMOID_GATES)
 
 
 def scale_gate_leak(bias_ih: Tensor, bias_hh: Tensor, m: float, target: float | None = None) -> None:
@@ -168,6 +192,23 @@ def _gate_inputs(cell: Any, x: Tensor, h: Tensor, gates: int) -> tuple[Tensor, T
     gi = _gate_norm(F.linear(x, cell.weight_ih), cell.ln_ih_gain, gates) + cell.bias_ih
     gh = _gate_norm(F.linear(h, cell.weight_hh), cell.ln_hh_gain, gates) + cell.bias_hh
     return gi, gh
+
+
+def _sigmoid_gate_preactivations(cell: Any, x: Tensor, h: Tensor, gates: int, which: tuple[int, ...]) -> Tensor:
+    """The pre-activations ``[B, len(which), H]`` of the gate blocks ``which`` (input plus recurrent part)."""
+    check_input(cell, x)
+    gi, gh = _gate_inputs(cell, x, h, gates)
+    blocks = (gi + gh).unflatten(-1, (gates, -1))
+    return blocks[:, list(which)]
+
+
+def _shift_gate_biases(cell: Any, delta: Tensor, which: tuple[int, ...]) -> None:
+    """``bias_ih`` of gate block ``which[k]`` += ``delta[k]`` (``delta [len(which), H]``)."""
+    H = cell.hidden_size
+    if tuple(delta.shape) != (len(which), H):
+        raise ValueError(f"gate bias shift must have shape {[len(which), H]}, got {list(delta.shape)}")
+    for k, g in enumerate(which):
+        cell.bias_ih[g * H:(g + 1) * H] += delta[k].to(cell.bias_ih)
 
 
 def _fused_or_loop(cell: Cell, owner: type, fused: Any, x: Tensor, state: Any) -> tuple[Tensor, Any]:

@@ -150,5 +150,23 @@ class LiGRUCell(HiddenStateCell):
         extra = f", ln_eps={self.ln_eps:g}" if self.stable else ""
         return f"{self.input_size}, {self.hidden_size}, stable={self.stable}{extra}"
 
+    def gate_preactivations(self, x: Tensor, state: HState) -> Tensor:
+        """Pre-activation of the update gate z for one step (the gate-saturation guard, lsc/activity.py):
+        ``x [B, in]`` -> ``[B, 1, H]``."""
+        check_input(self, x)
+        rec = F.linear(state.h, self.weight_hh)
+        if self.ln_weight is not None:
+            rec = F.layer_norm(rec, rec.shape[-1:], self.ln_weight, self.ln_bias, self.ln_eps)
+        a = self._normalise(F.linear(x, self.weight_ih)) + rec
+        return a[:, : self.hidden_size].unsqueeze(1)
+
+    @torch.no_grad()
+    def shift_gate_biases_(self, delta: Tensor) -> None:
+        """Add ``delta [1, H]`` to the update gate's bias (the z half of the input batch norm's ``bn_bias``)."""
+        H = self.hidden_size
+        if tuple(delta.shape) != (1, H):
+            raise ValueError(f"gate bias shift must have shape {[1, H]}, got {list(delta.shape)}")
+        self.bn_bias[:H] += delta[0].to(self.bn_bias)
+
 
 __all__ = ["LN_EPS", "LiGRUCell", "batch_normalise", "ligru_step", "update_running_stats_"]

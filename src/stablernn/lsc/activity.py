@@ -14,6 +14,13 @@ ALIF after LSC to 0.5 on a 100-step memory task fired at rate 0.0 throughout tra
    :class:`ActivityReport` says which layers LSC had silenced or saturated. The radii LSC reports after pre-training
    are measured after the refit, so they are the radii of the network that trains.
 
+The same holds for gated cells (LSTM, GRU, Li-GRU): a time radius can be lowered by driving the sigmoid gates into
+saturation (``σ' -> 0`` cuts the gate paths of the Jacobian). :func:`gate_saturation` measures, per gated layer, the
+fraction of sigmoid-gate units with ``σ'(z) < 0.01`` (``|z| > 4.58``) over the LSC batches, through the cells'
+``gate_preactivations`` capability (:class:`HasGates`); :func:`guard_activity` (given ``gates_before``) reports it
+before and after LSC and, for every layer LSC pushed above ``GATE_SATURATION_LIMIT``, recentres each gate unit's
+mean pre-activation into ``±SATURATION_Z / 2`` by its bias (:func:`recentre_gates_`) and says so.
+
 ``LSCConfig.activity = None`` turns the guard off (the user asked for whatever LSC gives).
 """
 from __future__ import annotations
@@ -21,7 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -30,6 +37,24 @@ from ..cells.base import HasBias, HasOutput, is_spiking
 from ..models import as_stack, eval_mode
 from ..snn.rates import only_trainable
 from .config import check_activity
+
+SATURATED_DERIVATIVE = 0.01  # a gate unit counts as saturated where σ'(z) = σ(z)(1 - σ(z)) is below this
+# |z| where σ'(z) = SATURATED_DERIVATIVE: σ = (1 - sqrt(1 - 4·0.01)) / 2, z = logit(σ) ≈ 4.58
+SATURATION_Z = -math.log((1 - math.sqrt(1 - 4 * SATURATED_DERIVATIVE)) / (1 + math.sqrt(1 - 4 * SATURATED_DERIVATIVE)))
+GATE_SATURATION_LIMIT = 0.2  # a layer whose saturated fraction LSC raised above this gets its gate biases recentred
+
+
+@runtime_checkable
+class HasGates(Protocol):
+    """A gated cell the gate-saturation guard can see and correct (LSTMCell, GRUCell, LiGRUCell)."""
+
+    def gate_preactivations(self, x: Tensor, state: Any) -> Tensor:
+        """Sigmoid gates' pre-activations for one step, ``x [B, in]`` -> ``[B, G, H]``."""
+        ...
+
+    def shift_gate_biases_(self, delta: Tensor) -> None:
+        """Add ``delta [G, H]`` to those gates' biases in place."""
+        ...
 
 
 def _spiking(model: Any) -> list[bool]:
@@ -55,6 +80,58 @@ def spiking_rates(model: Any, xs: Sequence[Tensor]) -> list[float | None]:
                 if on:
                     sums[l] += float(outs[l].float().mean())
     return [s / len(xs) if on else None for s, on in zip(sums, mask, strict=True)]
+
+
+def _gate_stats(model: Any, xs: Sequence[Tensor]) -> list[tuple[Tensor, Tensor] | None]:
+    """Per layer: ``(saturated fraction [G, H], mean pre-activation [G, H])`` of its sigmoid gates over every step
+    of ``xs`` (each ``[B, T, F]``), ``None`` for layers without gates; ``[]`` for models that are not stacks."""
+    try:
+        stack = as_stack(model)
+    except TypeError:
+        return []
+    gated = [isinstance(c, HasGates) for c in stack.cells]
+    if not any(gated):
+        return [None] * len(gated)
+    sat: list[Any] = [0.0] * len(gated)
+    mean: list[Any] = [0.0] * len(gated)
+    count = 0
+    with torch.no_grad(), eval_mode(stack):
+        for x in xs:
+            h0 = stack.encode(x[:, :1])
+            states = stack.initial_states(x.shape[0], device=h0.device,
+                                          dtype=h0.dtype if h0.is_floating_point() else None)
+            for t in range(x.shape[1]):
+                def hook(l: int, inp: Tensor, out: Tensor, st: Any, states: list[Any] = states) -> tuple[Tensor, Any]:
+                    if gated[l]:  # the gates of this step see the layer's state before it
+                        z = stack.cells[l].gate_preactivations(inp, states[l])
+                        sat[l] = sat[l] + (z.abs() > SATURATION_Z).float().sum(0)
+                        mean[l] = mean[l] + z.sum(0)
+                    return out, st
+
+                states = stack.step(x[:, t], states, hook=hook, decode=False).states
+                count += x.shape[0]
+    return [(sat[l] / count, mean[l] / count) if on else None for l, on in enumerate(gated)]
+
+
+def gate_saturation(model: Any, xs: Sequence[Tensor]) -> list[float | None]:
+    """Fraction of saturated sigmoid-gate units (``σ'(z) < SATURATED_DERIVATIVE``) of each layer of ``model`` over
+    the inputs ``xs`` (each ``[B, T, F]``), averaged over batch, steps, gates and units; ``None`` for layers without
+    gates (cells without :class:`HasGates`); ``[]`` for models that are not stacks (FFNs)."""
+    return [None if g is None else float(g[0].mean()) for g in _gate_stats(model, xs)]
+
+
+def recentre_gates_(model: Any, xs: Sequence[Tensor], layers: Sequence[int]) -> None:
+    """Shift the gate biases of ``layers`` so each gate unit's mean pre-activation over ``xs`` lies in
+    ``[-SATURATION_Z / 2, SATURATION_Z / 2]`` (units already inside are left alone, e.g. the LSTM's forget bias 1);
+    the weights, and so the spread around the mean, are untouched."""
+    stats = _gate_stats(model, xs)
+    cells = as_stack(model).cells
+    bound = SATURATION_Z / 2
+    for l in layers:
+        if stats[l] is None:
+            raise ValueError(f"layer {l} has no gates to recentre ({type(cells[l]).__name__})")
+        mean = stats[l][1]
+        cells[l].shift_gate_biases_(mean.clamp(-bound, bound) - mean)
 
 
 def refit_rates_(model: Any, xs: Sequence[Tensor], layers: Sequence[int], goal: float, *, steps: int = 200,
@@ -123,6 +200,9 @@ class ActivityReport:
     saturated: list[int] = field(default_factory=list)
     refit: list[int] = field(default_factory=list)
     refit_steps: int = 0
+    # gated layers (issue 16): {"limit", "before", "after_lsc", "final": saturated gate fraction per layer (None:
+    # no gates), "saturated": layers LSC pushed above the limit, "recentred": layers whose gate biases were moved}
+    gates: dict[str, Any] | None = None
 
     @property
     def in_range(self) -> bool:
@@ -131,6 +211,23 @@ class ActivityReport:
 
     def summary(self) -> str:
         fmt = lambda xs: "[" + ", ".join("-" if r is None else f"{r:.3f}" for r in xs) + "]"  # noqa: E731
+        parts = []
+        if any(r is not None for r in self.after_lsc):
+            parts.append(self._rate_summary(fmt))
+        if self.gates is not None:
+            g = self.gates
+            text = (f"saturated gate units (σ' < {SATURATED_DERIVATIVE:g}) before LSC {fmt(g['before'])}, after LSC "
+                    f"{fmt(g['after_lsc'])}")
+            if g["saturated"]:
+                text += f"; LSC saturated the gates of layer(s) {g['saturated']} (> {g['limit']:g})"
+            if g["recentred"]:
+                text += f"; gate biases recentred: final {fmt(g['final'])}"
+                if any(g["final"][l] > g["limit"] for l in g["recentred"]):
+                    text += " (still saturated: the weights, not the biases, saturate them)"
+            parts.append(text)
+        return "\n".join(parts)
+
+    def _rate_summary(self, fmt: Any) -> str:
         text = f"firing rates before LSC {fmt(self.before)}, after LSC {fmt(self.after_lsc)}"
         if self.silenced:
             text += f"; LSC met its target by silencing layer(s) {self.silenced} (rate < {self.low:g})"
@@ -143,24 +240,61 @@ class ActivityReport:
         return text
 
     def to_json(self) -> dict[str, Any]:
-        return {"low": self.low, "high": self.high, "before": self.before, "after_lsc": self.after_lsc,
-                "final": self.final, "silenced": self.silenced, "saturated": self.saturated, "refit": self.refit,
-                "refit_steps": self.refit_steps}
+        out = {"low": self.low, "high": self.high, "before": self.before, "after_lsc": self.after_lsc,
+               "final": self.final, "silenced": self.silenced, "saturated": self.saturated, "refit": self.refit,
+               "refit_steps": self.refit_steps}
+        if self.gates is not None:
+            out["gates"] = self.gates
+        return out
 
 
 def guard_activity(model: Any, xs: Sequence[Tensor], activity: tuple[float, float] | None,
-                   before: list[float | None] | None, *, rounds: int = 3) -> ActivityReport | None:
+                   before: list[float | None] | None, *, rounds: int = 3,
+                   gates_before: list[float | None] | None = None) -> ActivityReport | None:
     """After LSC: measure each spiking layer's rate on ``xs``; refit the bias of every layer outside ``activity =
     (low, high)`` to ``sqrt(low · high)`` (the middle of the range on a log scale; 0.095 for the default), up to
-    ``rounds`` times (a refitted lower layer changes the inputs of the layers above). ``None`` when the guard is off
-    or the model has no spiking layer."""
+    ``rounds`` times (a refitted lower layer changes the inputs of the layers above). With ``gates_before``
+    (:func:`gate_saturation` before LSC): the gated layers' saturation after LSC, and every layer LSC pushed above
+    ``GATE_SATURATION_LIMIT`` recentred (:func:`recentre_gates_`, up to ``rounds`` times). ``None`` when the guard
+    is off or the model has neither spiking nor (with ``gates_before``) gated layers."""
     if activity is None:
         return None
     check_activity(activity)
     low, high = (float(v) for v in activity)
     after = spiking_rates(model, xs)
+    gated = gates_before is not None and any(g is not None for g in gates_before)
     if not any(r is not None for r in after):
-        return None
+        if not gated:
+            return None
+        after = [None] * len(gates_before or [])
+    report = _guard_rates(model, xs, low, high, after, before, rounds)
+    if gated:
+        report.gates = _guard_gates(model, xs, list(gates_before or []), rounds)
+    return report
+
+
+def _guard_gates(model: Any, xs: Sequence[Tensor], before: list[float | None], rounds: int) -> dict[str, Any]:
+    """The gate half of :func:`guard_activity`: saturation after LSC, recentring where LSC raised it above the
+    limit (a user's own saturated start, e.g. chrono biases, is left as given)."""
+    after = gate_saturation(model, xs)
+    limit = GATE_SATURATION_LIMIT
+    bad = [l for l, (a, b) in enumerate(zip(after, before, strict=True))
+           if a is not None and a > limit and (b is None or a > b)]
+    current, recentred = after, []
+    for _ in range(rounds):
+        todo = [l for l in bad if current[l] is not None and current[l] > limit]
+        if not todo:
+            break
+        recentre_gates_(model, xs, todo)
+        recentred = sorted(set(recentred) | set(todo))
+        current = gate_saturation(model, xs)
+    return {"limit": limit, "before": before, "after_lsc": after, "final": current, "saturated": bad,
+            "recentred": recentred}
+
+
+def _guard_rates(model: Any, xs: Sequence[Tensor], low: float, high: float, after: list[float | None],
+                 before: list[float | None] | None, rounds: int) -> ActivityReport:
+    """The spiking half of :func:`guard_activity`."""
     out = [l for l, r in enumerate(after) if r is not None and not low <= r <= high]
     report = ActivityReport(low, high, list(before or [None] * len(after)), after, list(after),
                             silenced=[l for l in out if after[l] < low],
@@ -181,4 +315,6 @@ def guard_activity(model: Any, xs: Sequence[Tensor], activity: tuple[float, floa
     return report
 
 
-__all__ = ["ActivityReport", "activity_penalty", "check_activity", "guard_activity", "refit_rates_", "spiking_rates"]
+__all__ = ["GATE_SATURATION_LIMIT", "SATURATED_DERIVATIVE", "SATURATION_Z", "ActivityReport", "HasGates",
+           "activity_penalty", "check_activity", "gate_saturation", "guard_activity", "recentre_gates_",
+           "refit_rates_", "spiking_rates"]

@@ -47,7 +47,7 @@ from ..cells.base import HasInputWeight, MatrixRecurrent, ScalesTimeConstants, i
 from ..data.base import TaskData
 from ..io import atomic_write_json
 from ..models import detach_states, eval_mode
-from .activity import activity_penalty, guard_activity, spiking_rates
+from .activity import activity_penalty, gate_saturation, guard_activity, spiking_rates
 from .config import FAMILIES, Engine, LSCConfig, Measure
 from .measures import Transition, WarmState, transition_measure
 from .radii import batch_x, radii_over_time
@@ -493,6 +493,7 @@ def lsc_pretrain(model: nn.Module, batches: Any, config: LSCConfig | None = None
     before = _radii_means(run, xs[0])
     if cfg.activity is not None and not is_ffn(model):
         run.rates_before = spiking_rates(model, xs)
+    gates_before = gate_saturation(model, xs) if run.rates_before is not None else None  # gated layers (activity.py)
     if cfg.rescale_weights in ("start", "start+step") and run.stack is not None:
         _rescale_start(run, before)
     run.tracker.best_state, run.tracker.best_score, run.tracker.best_step = _snapshot(model), math.inf, 0
@@ -522,7 +523,8 @@ def lsc_pretrain(model: nn.Module, batches: Any, config: LSCConfig | None = None
     if run.tracker.best_state is not None:
         model.load_state_dict(run.tracker.best_state)
     # no spiking layer leaves LSC silent or saturated (the best weights may be a silent state)
-    guard = guard_activity(model, xs, cfg.activity, run.rates_before) if run.rates_before is not None else None
+    guard = (guard_activity(model, xs, cfg.activity, run.rates_before, gates_before=gates_before)
+             if run.rates_before is not None else None)
     if guard is not None and guard.refit and cfg.rescale_weights != "off":
         _rescale_after_refit(run)
         guard.final = spiking_rates(model, xs)

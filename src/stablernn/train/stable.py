@@ -3,10 +3,24 @@
 :func:`resolve_stable` turns ``TrainConfig.stable = "auto"`` into explicit settings before anything is built, so
 ``config.json`` holds what ran and ``load_run`` rebuilds the same network:
 
-- LSC pre-training to the signal-preserving targets of :func:`stablernn.lsc.theory.stable_targets` (encoder, depth,
-  decoder and, for Elman cells, time at radius 1; the time family left alone for cells with a clock of their own:
-  gates, leaks), written into the config as an explicit per-family dict; the run's own ``[lsc]`` options are kept
-  when given (its target too, unless it is the default ``"auto"``). Chosen by measurement (issue 16,
+- for the cells with a layer-norm option (Elman, GRU, LSTM: ``models.CLASSIC_KINDS``): layer norm in the cell
+  (``ModelConfig.layer_norm``, arXiv:1607.06450) and no LSC, unless the run gives an LSC target of its own. Chosen by
+  measurement (issue 16, docs/results.md "Where stability matters", 4-layer tanh RNN, 3 seeds): on the four tasks
+  where the deep default fails, layer norm alone averages 81.9 % against 82.6 for the best arm of the stabilisers'
+  grid per task (it is that best on three of them; copy T = 50: 27.8 vs 30.3 for LSC 1), 59.5 for LSC to radius 1 on
+  every signal edge (the earlier rule), 40.8 for layer norm + LSC 1 and 21.4 for layer norm + LSC 1 without the time
+  family. Why LSC does not combine with it: layer norm is scale-invariant, so while a pre-activation's spread is well
+  above the norm's epsilon the radius does not depend on the scale of the weights feeding it (only on the norm's gain
+  and the weights' direction), and where the spread is small (blank input steps, zero state) the norm's Jacobian grows
+  as 1 / spread: on delayed XOR the first layer's time radius started at 13 and ended at 3·10^2-2·10^4 after LSC.
+  Not a win everywhere: a 4-layer ReLU-RNN (delayed recall T = 20, lr 1e-2, 3 seeds) learned 41.1 % with it vs
+  75.8 % at default (the earlier LSC rule: 14.0, one seed), so it applies to the ReLU cell for want of a better
+  measured rule;
+- for every other cell (LIF, ALIF, LRU, Li-GRU, ...): LSC pre-training to the signal-preserving targets of
+  :func:`stablernn.lsc.theory.stable_targets` (encoder, depth and decoder at radius 1; the time family left alone,
+  these cells have a clock of their own: leaks, LRU eigenvalues, gates), written into the config as an explicit
+  per-family dict; the run's own ``[lsc]`` options are kept when given (its target too, unless it is the default
+  ``"auto"``). Chosen by measurement (issue 16,
   docs/results.md "Where stability matters"): the earlier ``"theory"`` split (depth ~0.2) cut the gradient reaching
   the first step of a 4x32 tanh RNN at T = 50 to 10^-4.2 and left a 4-layer GRU (T = 50) and ReLU-RNN (T = 20) at
   chance where their default or IRNN nets learn;
@@ -33,10 +47,11 @@ from ..data.base import TaskInfo
 from ..inits import lsuv_init_
 from ..lsc.config import LSCConfig
 from ..lsc.theory import stable_targets
-from ..models import ModelConfig, build_model
+from ..models import CLASSIC_KINDS, ModelConfig, build_model
 from .config import RunConfig
 
 SPIKING_CELLS = ("lif", "alif")
+LAYER_NORM_CELLS: tuple[str, ...] = CLASSIC_KINDS  # the cells --stable auto gives layer norm (and no LSC)
 AUTO_CONDITIONS: tuple[str, ...] = ("I", "II")
 FALLBACK_CONDITIONS: tuple[str, ...] = ()
 
@@ -52,6 +67,9 @@ def resolve_stable(run: RunConfig, info: TaskInfo | None = None) -> RunConfig:
         raise ValueError(f"unknown train.stable {stable!r}; choose off or auto")
     if run.model.cell == "ffn":
         raise ValueError("--stable auto is for recurrent nets; for an FFN use --lsc 1.0 (one path per layer)")
+    if run.model.cell in LAYER_NORM_CELLS:  # layer norm in the cell; LSC only when the run names a target
+        lsc_own = run.lsc if run.lsc is not None and run.lsc.target != "auto" else None
+        return dataclasses.replace(run, lsc=lsc_own, model=dataclasses.replace(run.model, layer_norm=True))
     lsc = run.lsc if run.lsc is not None else LSCConfig()
     if lsc.target == "auto":  # the user named no target: signal-preserving targets (lsc/theory.py stable_targets)
         targets = stable_targets(run.model.layers, run.model.cell)
@@ -95,4 +113,4 @@ def lsuv_for_run(run: RunConfig, model: nn.Module, batches: Iterable[Any], devic
     return [{"phase": "lsuv", "var_before": [None if v != v else round(v, 6) for v in before]}]  # nan: skipped
 
 
-__all__ = ["AUTO_CONDITIONS", "FALLBACK_CONDITIONS", "lsuv_for_run", "resolve_stable"]
+__all__ = ["AUTO_CONDITIONS", "FALLBACK_CONDITIONS", "LAYER_NORM_CELLS", "lsuv_for_run", "resolve_stable"]
