@@ -59,6 +59,32 @@ class HasOutput(Protocol):
 
 
 @runtime_checkable
+class HasStateJacobian(Protocol):
+    """Closed-form one-step Jacobians (no autograd), what LSC's warm engine materialises instead of ``n`` pullbacks
+    (docs/lsc.md "Closed-form Jacobians"). Each returns None when the cell's configuration is not covered (the caller
+    then falls back to autograd), never an approximation; all run without gradient.
+
+    - ``state_jacobian(x [B, in], state) -> [B, d, d]``: of ``s -> stability_state(cell(x, with_stability_state(state,
+      s))[1])`` at ``s = stability_state(state)`` (the time transition, spikes recomputed from ``s``);
+    - ``input_jacobian(x [B, in], state) -> [B, d, in]``: of ``x -> stability_state(cell(x, state)[1])``;
+    - ``output_jacobian(state) -> [B, k, out]``: of ``s -> output(with_stability_state(state, s))``, which must be
+      elementwise per block: ``d = k * out`` and ``d out_j / d s_{i*out + j} = D[:, i, j]`` (all else zero)."""
+
+    def state_jacobian(self, x: Tensor, state: State) -> Tensor | None: ...
+
+    def input_jacobian(self, x: Tensor, state: State) -> Tensor | None: ...
+
+    def output_jacobian(self, state: State) -> Tensor | None: ...
+
+
+def same_methods(cell: Any, base: type, names: tuple[str, ...]) -> bool:
+    """Whether ``cell``'s class uses ``base``'s own ``names`` (a subclass that overrides one changes the step, so a
+    closed form or fused kernel written for ``base`` no longer describes it)."""
+    cls = type(cell)
+    return all(getattr(cls, m) is getattr(base, m) for m in names)
+
+
+@runtime_checkable
 class ScalesTimeConstants(Protocol):
     """``scale_time_constants(m, target=None)``: multiply the cell's fixed time constants by ``m`` in place (LSC's
     leak rescaling; ``target`` is the time radius sought, so a cell can stop where shrinking would raise another

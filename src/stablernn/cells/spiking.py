@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..surrogate import SpikeFunction
-from .base import MIN_TIME_CONSTANT, Cell, check_input, split_state
+from .base import MIN_TIME_CONSTANT, Cell, check_input, same_methods, split_state
 from .fast_spiking import spiking_sequence
 from .init import glorot_uniform_
 from .resets import RESETS, Reset
@@ -199,6 +199,83 @@ class LIFCell(Cell):
         """Spikes are recomputed from ``v`` with their surrogate gradient (spec "reoldspike"), so the time Jacobian
         ``v[t-1] -> v[t]`` includes the recurrent and reset paths."""
         return LIFState(s, self.spike(s - self.threshold))
+
+    # --- closed-form Jacobians (cells.base.HasStateJacobian; docs/lsc.md "Closed-form Jacobians") ----------------
+    def _closed_form(self) -> bool:
+        """Covered: the surrogate is a ``SpikeFunction`` (its slope is known) and the step, the recurrent matrix and
+        the state maps are this module's own (a subclass that overrides one, e.g. DECOLLE's forward, is not)."""
+        base = ALIFCell if self.adaptive else LIFCell
+        return isinstance(self.spike, SpikeFunction) and isinstance(self, base) and same_methods(
+            self, base, ("forward", "_step", "recurrent_weight", "with_stability_state", "stability_state", "output"))
+
+    def _spike_slopes(self, state: Any) -> tuple[Tensor, list[Tensor]]:
+        """Spikes recomputed from the stability state (as ``with_stability_state`` does) and ``dz/ds`` per block of
+        ``s``: ``(z [B, n], [f(u)] | [f(u), -β f(u)])``, ``u = v - ϑ - β a``, f the surrogate derivative."""
+        u = state.v - self.threshold - (self.beta * state.a if self.adaptive else 0.0)
+        fp = self.spike.derivative(u)
+        return self.spike(u), [fp, -self.beta * fp] if self.adaptive else [fp]
+
+    @torch.no_grad()
+    def state_jacobian(self, x: Tensor, state: Any) -> Tensor | None:
+        """``d s[t] / d s[t-1]`` ``[B, d, d]`` in closed form (s = v, or [v, a] for ALIF), the spikes z[t-1] recomputed
+        from s with their surrogate slope, so the recurrent, reset and adaptation paths through z count; the reset
+        path's ``dz`` is dropped when ``detach_reset`` (paper B's step, module docstring). None if not covered."""
+        if not self._closed_form():
+            return None
+        n, B = self.hidden_size, x.shape[0]
+        z, dz = self._spike_slopes(state)
+        R = self.recurrent_weight()
+        delta = self.decay.expand(n)
+        c = F.linear(x, self.weight_ih, self.bias) + F.linear(z, R)
+        k = len(dz)
+        J = x.new_zeros(B, k * n, k * n)
+        eye = [1.0] + [0.0] * (k - 1)  # block j of s is v itself (j = 0) or a (j = 1)
+        if self.adaptive:
+            da = self.decay_a.expand(n)
+            a_new = da * state.a + (1.0 - da) * z
+            thr_new = self.threshold + self.beta * a_new
+            dan = [(1.0 - da) * dz[0], da + (1.0 - da) * dz[1]]  # d a[t] / d (v, a): diagonal
+            for j in range(k):
+                J[:, n:, j * n:(j + 1) * n].diagonal(dim1=-2, dim2=-1).copy_(dan[j])
+        else:
+            thr_new, dan = self.threshold, [None]
+        live = 0.0 if self.detach_reset else 1.0  # the reset term's own dz
+        for j in range(k):
+            blk = J[:, :n, j * n:(j + 1) * n]
+            rec = R * dz[j][:, None, :]  # d c / d s_j = R diag(dz_j)
+            if self.reset == "subtract":  # v' = δ v + c - ϑ[t] z
+                diag = eye[j] * delta - live * thr_new * dz[j]
+                if self.adaptive:
+                    diag = diag - self.beta * z * dan[j]  # through ϑ[t] = ϑ + β a[t]
+                blk.copy_(rec)
+            elif self.reset == "multiplicative":  # v' = (δ v + c)(1 - z)
+                diag = eye[j] * delta * (1.0 - z) - live * (delta * state.v + c) * dz[j]
+                blk.copy_((1.0 - z)[:, :, None] * rec)
+            else:  # mult_leak: v' = δ v (1 - z) + c
+                diag = eye[j] * delta * (1.0 - z) - live * delta * state.v * dz[j]
+                blk.copy_(rec)
+            blk.diagonal(dim1=-2, dim2=-1).add_(diag)
+        return J
+
+    @torch.no_grad()
+    def input_jacobian(self, x: Tensor, state: Any) -> Tensor | None:
+        """``d s[t] / d x[t]`` ``[B, d, in]`` at ``state`` (its own z[t-1]); ``a[t]`` does not depend on x."""
+        if not self._closed_form():
+            return None
+        n = self.hidden_size
+        W = self.weight_ih.expand(x.shape[0], n, self.input_size)
+        if self.reset == "multiplicative":
+            W = (1.0 - state.z)[:, :, None] * W
+        if not self.adaptive:
+            return W.clone()
+        return torch.cat([W, W.new_zeros(W.shape)], 1)
+
+    @torch.no_grad()
+    def output_jacobian(self, state: Any) -> Tensor | None:
+        """``d z / d s`` per block ``[B, k, n]`` (``output`` is the spike recomputed from s, elementwise)."""
+        if not self._closed_form():
+            return None
+        return torch.stack(self._spike_slopes(state)[1], 1)
 
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, reset={self.reset}, detach_reset={self.detach_reset}, "

@@ -61,6 +61,9 @@ class Transition:
     source: Tensor
     context: tuple[Tensor, ...] = ()
     out_size: int | None = None  # d_out when known (saves a forward pass); computed on demand otherwise
+    # closed-form Jacobians ``dense(source, *context) -> [B, d_out, d_in]`` without gradient, or None where the cell's
+    # configuration is not covered (cells.base.HasStateJacobian); only the warm engine's no-grad part uses it
+    dense: Callable[..., Tensor | None] | None = None
 
     @property
     def batch_size(self) -> int:
@@ -447,7 +450,18 @@ def _pick(vals: Tensor, vecs: Tensor, res: Tensor, near: Tensor | None) -> tuple
     return vals.gather(-1, i[:, None])[:, 0], x, res.gather(-1, i[:, None])[:, 0]
 
 
-def _jacobian_nograd(tr: Transition) -> Tensor:
+def _jacobian_nograd(tr: Transition, dense_max: int | None = None) -> Tensor | None:
+    """The Jacobians ``[B, d_out, d_in]`` without gradient: in closed form (``tr.dense``) while the larger side is at
+    most ``WARM_CLOSED_FORM_MAX``, else by one vmapped backward pass of ``d_out`` vectors while it is at most
+    ``dense_max`` (None: no bound); None when neither applies (the caller then iterates matrix-free)."""
+    size = max(tr.source.shape[-1], tr.out_dim())
+    if tr.dense is not None and size <= WARM_CLOSED_FORM_MAX:
+        with torch.no_grad():
+            J = tr.dense(tr.source.detach(), *[c.detach() for c in tr.context])
+        if J is not None:
+            return J.to(tr.source.dtype)
+    if dense_max is not None and size > dense_max:
+        return None
     return batch_jacobian(tr.fn, tr.source.detach(), *[c.detach() for c in tr.context])
 
 
@@ -472,6 +486,10 @@ def _differentiable_pullback(tr: Transition) -> Callable[[Tensor], Tensor]:
 # 128-256: one dense block product costs ~0.3 ms where an autograd product costs ~0.5-1 ms, and the
 # materialisation ~10-30 ms (benchmarks/lsc_cost.py, docs/lsc.md).
 WARM_DENSE_MAX = 256
+# With a closed form (Transition.dense: a few elementwise ops and one [B, n, n] write, no pullbacks) the warm engine
+# materialises the Jacobians up to this size (larger side) instead; 0 turns the closed forms off. Measured in
+# benchmarks/lsc_cost.py --part width (docs/lsc.md "Closed-form Jacobians").
+WARM_CLOSED_FORM_MAX = 1024
 
 
 def _radius_pairs(tr: Transition, right0: Tensor | None, left0: Tensor | None, *, dense_max: int, cycles: int,
@@ -484,9 +502,9 @@ def _radius_pairs(tr: Transition, right0: Tensor | None, left0: Tensor | None, *
                          "engine")
     like = tr.source.detach()
     cyc = cold_cycles if right0 is None or left0 is None else cycles
-    if n <= dense_max:
+    J = _jacobian_nograd(tr, dense_max)
+    if J is not None:
         # J and Jᵀ as one batch of 2B operators: the right and left chains share every matmul and Python step
-        J = _jacobian_nograd(tr)
         both = None if right0 is None or left0 is None else torch.cat([right0, left0])
         # rows: (J v)ᵀ = vᵀ Jᵀ for the right chain, (Jᵀ w)ᵀ = wᵀ J for the left one
         ops = torch.cat([J.mT, J]).contiguous()
@@ -576,8 +594,8 @@ def _norm_pair(tr: Transition, right0: Tensor | None, *, dense_max: int, cycles:
                kw: dict[str, Any]) -> tuple[Tensor, ...]:
     """Top right singular vector per sample: ``(u = Jv/|Jv|, v, ok, basis)``."""
     B, n = tr.batch_size, tr.source.shape[-1]
-    if max(n, tr.out_dim()) <= dense_max:
-        J = _jacobian_nograd(tr)
+    J = _jacobian_nograd(tr, dense_max)
+    if J is not None:
         JT, G = J.mT.contiguous(), J.mT @ J  # rows: (J v)ᵀ = vᵀ Jᵀ; G is symmetric
         mv = lambda V: V @ JT  # noqa: E731
         gram = lambda V: V @ G  # noqa: E731
@@ -672,6 +690,7 @@ __all__ = [
     "ENGINES",
     "EXACT_MAX_DIM",
     "MEASURES",
+    "WARM_CLOSED_FORM_MAX",
     "WARM_DENSE_MAX",
     "WARM_MIN_DIM",
     "ArnoldiResult",
