@@ -47,11 +47,16 @@ def _check_against_autograd(model: DeepRNN, B: int = 3, seed: int = 0, expect_fi
     x = torch.randn(B, model.input_size, generator=g, dtype=DT)
     checked = 0
     for tr in rnn_transitions(model, x, states, families=("time", "depth")).transitions:
-        assert tr.dense is not None, (tr.family, tr.layer)
+        assert tr.closed_form is not None, (tr.family, tr.layer)
         with torch.no_grad():
-            got = tr.dense(tr.source, *tr.context)
-        assert got is not None, (tr.family, tr.layer)
-        torch.testing.assert_close(got, tr.jacobian().detach(), rtol=1e-10, atol=1e-12)
+            op = tr.closed_form(tr.source, *tr.context)
+        assert op is not None, (tr.family, tr.layer)
+        J = tr.jacobian().detach()
+        torch.testing.assert_close(op.dense(), J, rtol=1e-10, atol=1e-12)
+        V = torch.randn(B, 3, J.shape[-1], generator=g, dtype=DT)  # the structured products: rows (J v)ᵀ, (Jᵀ u)ᵀ
+        U = torch.randn(B, 3, J.shape[-2], generator=g, dtype=DT)
+        torch.testing.assert_close(op.mv(V), V @ J.mT, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(op.rmv(U), U @ J, rtol=1e-10, atol=1e-12)
         checked += 1
     return checked
 
@@ -137,22 +142,35 @@ def test_warm_engine_falls_back_to_autograd_when_not_covered(monkeypatch):
     monkeypatch.setattr(measures, "batch_jacobian", lambda *a: calls.append(1) or real(*a))
     for tr in rnn_transitions(model, torch.randn(3, 4, dtype=DT), states, families=("time", "depth")).transitions:
         with torch.no_grad():
-            assert tr.dense(tr.source, *tr.context) is None
+            assert tr.closed_form(tr.source, *tr.context) is None
             got = measures.warm_radius(tr, cycles=3, blocks=16)
         assert bool(((got - spectral_radius(tr.jacobian())).abs() <= 1e-6).all())
     assert len(calls) >= 3  # the dense path's materialisation went through autograd
 
 
-def test_closed_forms_off_uses_autograd(monkeypatch):
-    monkeypatch.setattr(measures, "WARM_CLOSED_FORM_MAX", 0)
+@pytest.mark.parametrize(("closed_max", "closed_dense_max", "dense_max", "how"), [
+    (0, 0, 256, "autograd dense"), (0, 0, 0, "pullbacks"), (1 << 30, 0, 0, "structured"), (1 << 30, 64, 0, "dense")])
+def test_products_by_size_limits(monkeypatch, closed_max, closed_dense_max, dense_max, how):
+    """``WARM_CLOSED_FORM_MAX = 0`` turns the closed forms off (autograd as before); with them on, the Jacobians are
+    materialised up to ``WARM_CLOSED_FORM_DENSE_MAX`` and multiplied in structured form above."""
+    monkeypatch.setattr(measures, "WARM_CLOSED_FORM_MAX", closed_max)
+    monkeypatch.setattr(measures, "WARM_CLOSED_FORM_DENSE_MAX", closed_dense_max)
     torch.manual_seed(0)
     model = _stack([GRUCell(4, 8)])
     tr = rnn_transitions(model, torch.randn(2, 4, dtype=DT), [model.cells[0].initial_state(2, dtype=DT)],
                          families=("time",)).transitions[0]
     used = []
-    dense = tr.dense
-    tr.dense = lambda *a: used.append(1) or dense(*a)
-    assert measures._jacobian_nograd(tr) is not None and not used
+    closed = tr.closed_form
+    tr.closed_form = lambda *a: used.append(1) or closed(*a)
+    J, mv, rmv = measures._products(tr, dense_max=dense_max)
+    assert bool(used) == (how in ("structured", "dense"))
+    assert (J is not None) == (how in ("autograd dense", "dense"))
+    ref = tr.jacobian().detach()
+    V = torch.randn(2, 3, 8, dtype=DT)
+    with torch.no_grad():
+        torch.testing.assert_close(V @ J.mT if J is not None else mv(V), V @ ref.mT)
+        if J is None:
+            torch.testing.assert_close(rmv(V), V @ ref)
 
 
 # --- the warm engine with the closed forms: within 1% of exact -------------------------------------------------
@@ -168,8 +186,8 @@ def _warm_vs_exact(kind: str, width: int, B: int = 4, blocks: int = 32) -> None:
         with torch.no_grad():
             res = rnn_transitions(model, x[:, t], states, families=("time", "depth"))
         for tr in res.transitions:
-            dense = tr.dense
-            tr.dense = lambda *a, d=dense: used.append(1) or d(*a)
+            closed = tr.closed_form
+            tr.closed_form = lambda *a, d=closed: used.append(1) or d(*a)
             with torch.no_grad():
                 got = transition_measure(tr, "radius", "warm", state=state, warm_cycles=3, warm_blocks=blocks,
                                          warm_min_dim=0)

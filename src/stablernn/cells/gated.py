@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import MIN_TIME_CONSTANT, Cell, check_input, run_steps, same_methods, split_state
+from .base import MIN_TIME_CONSTANT, Cell, StructuredJacobian, check_input, run_steps, same_methods, split_state
 from .fast_gated import gru_cell_sequence, lstm_cell_sequence
 from .init import glorot_uniform_, orthogonal_blocks_
 from .rnn import HiddenStateCell, HState
@@ -92,32 +92,25 @@ class LSTMCell(Cell):
         dh[:, 3] = o * (1 - o) * tc
         return dc, dh, f, h_per_c
 
-    def _through(self, dc: Tensor, dh: Tensor, W: Tensor) -> Tensor:
-        """``[d h'/d u; d c'/d u]`` ``[B, 2H, m]`` for gate pre-activations ``W u`` (``W [4H, m]``)."""
-        Wk = W.unflatten(0, (4, self.hidden_size))  # [4, H, m]
-        return torch.einsum("bjkh,khm->bjhm", torch.stack([dh, dc], 1), Wk).flatten(1, 2)
-
     @torch.no_grad()
-    def state_jacobian(self, x: Tensor, state: LSTMState) -> Tensor | None:
+    def state_jacobian(self, x: Tensor, state: LSTMState) -> StructuredJacobian | None:
         """``d [h', c'] / d [h, c]`` ``[B, 2H, 2H]``: the gates' slopes times ``W_hh`` for the h columns,
         ``diag(o (1 - tanh² c') f)`` and ``diag(f)`` for the c columns. None with layer norm."""
         if not self._closed_form():
             return None
-        H = self.hidden_size
         dc, dh, f, h_per_c = self._gate_slopes(x, state.h, state.c)
-        J = x.new_zeros(x.shape[0], 2 * H, 2 * H)
-        J[:, :, :H] = self._through(dc, dh, self.weight_hh)
-        J[:, :H, H:].diagonal(dim1=-2, dim2=-1).copy_(h_per_c * f)
-        J[:, H:, H:].diagonal(dim1=-2, dim2=-1).copy_(f)
-        return J
+        ones, zeros = torch.ones_like(f), torch.zeros_like(f)
+        diag = torch.stack([torch.stack([zeros, h_per_c * f], 1), torch.stack([zeros, f], 1)], 1)
+        return StructuredJacobian(self.weight_hh, torch.stack([ones, zeros], 1), torch.stack([dh, dc], 1), diag)
 
     @torch.no_grad()
-    def input_jacobian(self, x: Tensor, state: LSTMState) -> Tensor | None:
-        """``d [h', c'] / d x`` ``[B, 2H, in]``."""
+    def input_jacobian(self, x: Tensor, state: LSTMState) -> StructuredJacobian | None:
+        """``d [h', c'] / d x`` ``[B, 2H, in]``: the gates' slopes times ``W_ih``."""
         if not self._closed_form():
             return None
         dc, dh, _, _ = self._gate_slopes(x, state.h, state.c)
-        return self._through(dc, dh, self.weight_ih)
+        return StructuredJacobian(self.weight_ih, x.new_ones(1, 1, self.input_size).expand(x.shape[0], 1, -1),
+                                  torch.stack([dh, dc], 1))
 
     @torch.no_grad()
     def output_jacobian(self, state: LSTMState) -> Tensor | None:
@@ -178,22 +171,22 @@ class GRUCell(HiddenStateCell):
         return torch.stack([dr, dz, dn * r], 1), torch.stack([dr, dz, dn], 1), z
 
     @torch.no_grad()
-    def state_jacobian(self, x: Tensor, state: HState) -> Tensor | None:
-        """``d h' / d h`` ``[B, H, H]`` = ``diag(z) + Σ_k diag(slope_k) W_hh,k``. None with layer norm."""
+    def state_jacobian(self, x: Tensor, state: HState) -> StructuredJacobian | None:
+        """``d h' / d h`` ``[B, H, H]`` = ``Σ_k diag(slope_k) W_hh,k + diag(z)``. None with layer norm."""
         got = self._slopes(x, state.h)
         if got is None:
             return None
-        J = torch.einsum("bkh,khm->bhm", got[0], self.weight_hh.unflatten(0, (3, self.hidden_size)))
-        J.diagonal(dim1=-2, dim2=-1).add_(got[2])
-        return J
+        ones = torch.ones_like(got[2])[:, None]
+        return StructuredJacobian(self.weight_hh, ones, got[0][:, None], got[2][:, None, None])
 
     @torch.no_grad()
-    def input_jacobian(self, x: Tensor, state: HState) -> Tensor | None:
-        """``d h' / d x`` ``[B, H, in]``."""
+    def input_jacobian(self, x: Tensor, state: HState) -> StructuredJacobian | None:
+        """``d h' / d x`` ``[B, H, in]`` = ``Σ_k diag(slope_k) W_ih,k``."""
         got = self._slopes(x, state.h)
         if got is None:
             return None
-        return torch.einsum("bkh,khm->bhm", got[1], self.weight_ih.unflatten(0, (3, self.hidden_size)))
+        return StructuredJacobian(self.weight_ih, x.new_ones(1, 1, self.input_size).expand(x.shape[0], 1, -1),
+                                  got[1][:, None])
 
     @torch.no_grad()
     def output_jacobian(self, state: HState) -> Tensor | None:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Cell, check_input, same_methods
+from .base import Cell, StructuredJacobian, check_input, same_methods
 from .init import glorot_uniform_
 
 Activation = Literal["relu", "sigmoid", "tanh", "swish"]
@@ -91,16 +91,18 @@ class ElmanCell(HiddenStateCell):
         return s * (1 - s) if self.activation == "sigmoid" else s * (1 + pre * (1 - s))  # swish: d(p σ(p))/dp
 
     @torch.no_grad()
-    def state_jacobian(self, x: Tensor, state: HState) -> Tensor | None:
+    def state_jacobian(self, x: Tensor, state: HState) -> StructuredJacobian | None:
         """``d h'/d h = diag(act'(pre)) W_hh`` ``[B, H, H]``. None with layer norm."""
         d = self._slope(x, state.h)
-        return None if d is None else d[:, :, None] * self.weight_hh
+        return None if d is None else StructuredJacobian(self.weight_hh, torch.ones_like(d)[:, None],
+                                                         d[:, None, None])
 
     @torch.no_grad()
-    def input_jacobian(self, x: Tensor, state: HState) -> Tensor | None:
+    def input_jacobian(self, x: Tensor, state: HState) -> StructuredJacobian | None:
         """``d h'/d x = diag(act'(pre)) W_ih`` ``[B, H, in]``."""
         d = self._slope(x, state.h)
-        return None if d is None else d[:, :, None] * self.weight_ih
+        return None if d is None else StructuredJacobian(
+            self.weight_ih, x.new_ones(1, 1, self.input_size).expand(x.shape[0], 1, -1), d[:, None, None])
 
     @torch.no_grad()
     def output_jacobian(self, state: HState) -> Tensor | None:

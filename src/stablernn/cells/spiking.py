@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..surrogate import SpikeFunction
-from .base import MIN_TIME_CONSTANT, Cell, check_input, same_methods, split_state
+from .base import MIN_TIME_CONSTANT, Cell, StructuredJacobian, check_input, same_methods, split_state
 from .fast_spiking import spiking_sequence
 from .init import glorot_uniform_
 from .resets import RESETS, Reset
@@ -216,59 +216,52 @@ class LIFCell(Cell):
         return self.spike(u), [fp, -self.beta * fp] if self.adaptive else [fp]
 
     @torch.no_grad()
-    def state_jacobian(self, x: Tensor, state: Any) -> Tensor | None:
+    def state_jacobian(self, x: Tensor, state: Any) -> StructuredJacobian | None:
         """``d s[t] / d s[t-1]`` ``[B, d, d]`` in closed form (s = v, or [v, a] for ALIF), the spikes z[t-1] recomputed
         from s with their surrogate slope, so the recurrent, reset and adaptation paths through z count; the reset
-        path's ``dz`` is dropped when ``detach_reset`` (paper B's step, module docstring). None if not covered."""
-        if not self._closed_form():
-            return None
-        n, B = self.hidden_size, x.shape[0]
-        z, dz = self._spike_slopes(state)
-        R = self.recurrent_weight()
-        delta = self.decay.expand(n)
-        c = F.linear(x, self.weight_ih, self.bias) + F.linear(z, R)
-        k = len(dz)
-        J = x.new_zeros(B, k * n, k * n)
-        eye = [1.0] + [0.0] * (k - 1)  # block j of s is v itself (j = 0) or a (j = 1)
-        if self.adaptive:
-            da = self.decay_a.expand(n)
-            a_new = da * state.a + (1.0 - da) * z
-            thr_new = self.threshold + self.beta * a_new
-            dan = [(1.0 - da) * dz[0], da + (1.0 - da) * dz[1]]  # d a[t] / d (v, a): diagonal
-            for j in range(k):
-                J[:, n:, j * n:(j + 1) * n].diagonal(dim1=-2, dim2=-1).copy_(dan[j])
-        else:
-            thr_new, dan = self.threshold, [None]
-        live = 0.0 if self.detach_reset else 1.0  # the reset term's own dz
-        for j in range(k):
-            blk = J[:, :n, j * n:(j + 1) * n]
-            rec = R * dz[j][:, None, :]  # d c / d s_j = R diag(dz_j)
-            if self.reset == "subtract":  # v' = δ v + c - ϑ[t] z
-                diag = eye[j] * delta - live * thr_new * dz[j]
-                if self.adaptive:
-                    diag = diag - self.beta * z * dan[j]  # through ϑ[t] = ϑ + β a[t]
-                blk.copy_(rec)
-            elif self.reset == "multiplicative":  # v' = (δ v + c)(1 - z)
-                diag = eye[j] * delta * (1.0 - z) - live * (delta * state.v + c) * dz[j]
-                blk.copy_((1.0 - z)[:, :, None] * rec)
-            else:  # mult_leak: v' = δ v (1 - z) + c
-                diag = eye[j] * delta * (1.0 - z) - live * delta * state.v * dz[j]
-                blk.copy_(rec)
-            blk.diagonal(dim1=-2, dim2=-1).add_(diag)
-        return J
-
-    @torch.no_grad()
-    def input_jacobian(self, x: Tensor, state: Any) -> Tensor | None:
-        """``d s[t] / d x[t]`` ``[B, d, in]`` at ``state`` (its own z[t-1]); ``a[t]`` does not depend on x."""
+        path's ``dz`` is dropped when ``detach_reset`` (paper B's step, module docstring). The v rows are
+        ``diag(ρ) R diag(dz/ds) + diagonal`` (ρ = 1 - z for the multiplicative reset, else 1), the a rows diagonal.
+        None if not covered."""
         if not self._closed_form():
             return None
         n = self.hidden_size
-        W = self.weight_ih.expand(x.shape[0], n, self.input_size)
-        if self.reset == "multiplicative":
-            W = (1.0 - state.z)[:, :, None] * W
-        if not self.adaptive:
-            return W.clone()
-        return torch.cat([W, W.new_zeros(W.shape)], 1)
+        z, dz = self._spike_slopes(state)
+        R = self.recurrent_weight()
+        delta = self.decay.expand(n)
+        k = len(dz)
+        eye = [1.0] + [0.0] * (k - 1)  # block j of s is v itself (j = 0) or a (j = 1)
+        if self.adaptive:
+            da = self.decay_a.expand(n)
+            thr_new = self.threshold + self.beta * (da * state.a + (1.0 - da) * z)
+            dan = [(1.0 - da) * dz[0], da + (1.0 - da) * dz[1]]  # d a[t] / d (v, a): diagonal
+        else:
+            thr_new, dan = self.threshold, [torch.zeros_like(z)]
+        live = 0.0 if self.detach_reset else 1.0  # the reset term's own dz
+        if self.reset == "subtract":  # v' = δ v + c - ϑ[t] z
+            dv = [eye[j] * delta - live * thr_new * dz[j] - (self.beta * z * dan[j] if self.adaptive else 0.0)
+                  for j in range(k)]  # the last term: through ϑ[t] = ϑ + β a[t]
+        elif self.reset == "multiplicative":  # v' = (δ v + c)(1 - z)
+            c = F.linear(x, self.weight_ih, self.bias) + F.linear(z, R)
+            dv = [eye[j] * delta * (1.0 - z) - live * (delta * state.v + c) * dz[j] for j in range(k)]
+        else:  # mult_leak: v' = δ v (1 - z) + c
+            dv = [eye[j] * delta * (1.0 - z) - live * delta * state.v * dz[j] for j in range(k)]
+        diag = torch.stack([torch.stack(dv, 1)] + ([torch.stack(dan, 1)] if self.adaptive else []), 1)
+        return StructuredJacobian(R, torch.stack(dz, 1), self._row_scale(z, k), diag)
+
+    def _row_scale(self, z: Tensor, k: int) -> Tensor:
+        """``rows [B, k, 1, n]`` of the structured Jacobians: the current enters v scaled by 1 - z under the
+        multiplicative reset (by 1 otherwise) and does not enter a."""
+        rho = 1.0 - z if self.reset == "multiplicative" else torch.ones_like(z)
+        return torch.stack([rho] + [torch.zeros_like(z)] * (k - 1), 1)[:, :, None]
+
+    @torch.no_grad()
+    def input_jacobian(self, x: Tensor, state: Any) -> StructuredJacobian | None:
+        """``d s[t] / d x[t]`` ``[B, d, in]`` at ``state`` (its own z[t-1]): ``diag(ρ) W_ih``; a[t] does not
+        depend on x."""
+        if not self._closed_form():
+            return None
+        cols = x.new_ones(1, 1, self.input_size).expand(x.shape[0], 1, -1)
+        return StructuredJacobian(self.weight_ih, cols, self._row_scale(state.z, 2 if self.adaptive else 1))
 
     @torch.no_grad()
     def output_jacobian(self, state: Any) -> Tensor | None:

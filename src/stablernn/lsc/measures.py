@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 from torch.func import jacrev, vjp, vmap
 
+from ..cells.base import StructuredJacobian
 from .config import ENGINES, MEASURES, Engine, Measure, Rectangular
 
 EXACT_MAX_DIM = 256  # "auto" uses the exact engine up to this (square) size; see benchmarks/jacobian_engines.py
@@ -61,9 +62,10 @@ class Transition:
     source: Tensor
     context: tuple[Tensor, ...] = ()
     out_size: int | None = None  # d_out when known (saves a forward pass); computed on demand otherwise
-    # closed-form Jacobians ``dense(source, *context) -> [B, d_out, d_in]`` without gradient, or None where the cell's
-    # configuration is not covered (cells.base.HasStateJacobian); only the warm engine's no-grad part uses it
-    dense: Callable[..., Tensor | None] | None = None
+    # closed-form Jacobians ``closed_form(source, *context) -> StructuredJacobian`` (products and ``dense()``, no
+    # gradient), or None where the cell's configuration is not covered (cells.base.HasStateJacobian); only the warm
+    # engine's no-grad part uses it
+    closed_form: Callable[..., StructuredJacobian | None] | None = None
 
     @property
     def batch_size(self) -> int:
@@ -450,19 +452,42 @@ def _pick(vals: Tensor, vecs: Tensor, res: Tensor, near: Tensor | None) -> tuple
     return vals.gather(-1, i[:, None])[:, 0], x, res.gather(-1, i[:, None])[:, 0]
 
 
-def _jacobian_nograd(tr: Transition, dense_max: int | None = None) -> Tensor | None:
-    """The Jacobians ``[B, d_out, d_in]`` without gradient: in closed form (``tr.dense``) while the larger side is at
-    most ``WARM_CLOSED_FORM_MAX``, else by one vmapped backward pass of ``d_out`` vectors while it is at most
-    ``dense_max`` (None: no bound); None when neither applies (the caller then iterates matrix-free)."""
-    size = max(tr.source.shape[-1], tr.out_dim())
-    if tr.dense is not None and size <= WARM_CLOSED_FORM_MAX:
-        with torch.no_grad():
-            J = tr.dense(tr.source.detach(), *[c.detach() for c in tr.context])
-        if J is not None:
-            return J.to(tr.source.dtype)
-    if dense_max is not None and size > dense_max:
+def _closed_form(tr: Transition) -> StructuredJacobian | None:
+    """The transition's closed-form Jacobians (without gradient) while its larger side is at most
+    ``WARM_CLOSED_FORM_MAX``; None without one."""
+    if tr.closed_form is None or max(tr.source.shape[-1], tr.out_dim()) > WARM_CLOSED_FORM_MAX:
+        return None
+    with torch.no_grad():
+        return tr.closed_form(tr.source.detach(), *[c.detach() for c in tr.context])
+
+
+def _jacobian_nograd(tr: Transition, dense_max: int | None = None,
+                     op: StructuredJacobian | None = None) -> Tensor | None:
+    """The Jacobians ``[B, d_out, d_in]`` without gradient: from the closed form ``op`` when given, else by one
+    vmapped backward pass of ``d_out`` vectors while the larger side is at most ``dense_max`` (None: no bound); None
+    when neither applies (the caller then iterates matrix-free)."""
+    if op is not None:
+        return op.dense().to(tr.source.dtype)
+    if dense_max is not None and max(tr.source.shape[-1], tr.out_dim()) > dense_max:
         return None
     return batch_jacobian(tr.fn, tr.source.detach(), *[c.detach() for c in tr.context])
+
+
+def _products(tr: Transition, dense_max: int) -> tuple[Tensor | None, Callable[[Tensor], Tensor] | None,
+                                                       Callable[[Tensor], Tensor] | None]:
+    """How the warm engine multiplies by ``J`` / ``Jᵀ`` (rows ``[B, k, n]``), no gradient: ``(J, None, None)`` to
+    use the materialised Jacobians (closed form up to ``WARM_CLOSED_FORM_DENSE_MAX``, else autograd up to
+    ``dense_max``), or ``(None, mv, rmv)``: structured closed-form products above that, vmapped pullbacks without a
+    closed form."""
+    op = _closed_form(tr)
+    n = max(tr.source.shape[-1], tr.out_dim())
+    if op is not None and n > WARM_CLOSED_FORM_DENSE_MAX:
+        return None, op.mv, op.rmv
+    J = _jacobian_nograd(tr, dense_max, op)
+    if J is not None:
+        return J, None, None
+    mv, rmv, _, _ = _warm_operators(tr)
+    return None, mv, rmv
 
 
 def _warm_operators(tr: Transition) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor], int, int]:
@@ -489,7 +514,10 @@ WARM_DENSE_MAX = 256
 # With a closed form (Transition.dense: a few elementwise ops and one [B, n, n] write, no pullbacks) the warm engine
 # materialises the Jacobians up to this size (larger side) instead; 0 turns the closed forms off. Measured in
 # benchmarks/lsc_cost.py --part width (docs/lsc.md "Closed-form Jacobians").
-WARM_CLOSED_FORM_MAX = 1024
+WARM_CLOSED_FORM_MAX = 1 << 30
+# ... and materialises them (a few elementwise ops, one [B, n, n] write) up to this size, iterating with dense batched
+# matmuls; above it every product is one matmul with the shared weights (cells.base.StructuredJacobian)
+WARM_CLOSED_FORM_DENSE_MAX = 0
 
 
 def _radius_pairs(tr: Transition, right0: Tensor | None, left0: Tensor | None, *, dense_max: int, cycles: int,
@@ -502,7 +530,7 @@ def _radius_pairs(tr: Transition, right0: Tensor | None, left0: Tensor | None, *
                          "engine")
     like = tr.source.detach()
     cyc = cold_cycles if right0 is None or left0 is None else cycles
-    J = _jacobian_nograd(tr, dense_max)
+    J, mv, rmv = _products(tr, dense_max)
     if J is not None:
         # J and Jᵀ as one batch of 2B operators: the right and left chains share every matmul and Python step
         both = None if right0 is None or left0 is None else torch.cat([right0, left0])
@@ -514,7 +542,6 @@ def _radius_pairs(tr: Transition, right0: Tensor | None, left0: Tensor | None, *
         _, w, res_l = _pick(vals[B:], vecs[B:], res[B:], theta)
         right, left = kept[:B], kept[B:]
     else:
-        mv, rmv, _, _ = _warm_operators(tr)
         vals, vecs, res, right = _ritz_cycles(mv, right0, n, B, like, cycles=cyc, symmetric=False, **kw)
         theta, v, res_r = _pick(vals, vecs, res, None)
         vals, vecs, res, left = _ritz_cycles(rmv, left0, n, B, like, cycles=cyc, symmetric=False, **kw)
@@ -594,13 +621,12 @@ def _norm_pair(tr: Transition, right0: Tensor | None, *, dense_max: int, cycles:
                kw: dict[str, Any]) -> tuple[Tensor, ...]:
     """Top right singular vector per sample: ``(u = Jv/|Jv|, v, ok, basis)``."""
     B, n = tr.batch_size, tr.source.shape[-1]
-    J = _jacobian_nograd(tr, dense_max)
+    J, mv, rmv = _products(tr, dense_max)
     if J is not None:
         JT, G = J.mT.contiguous(), J.mT @ J  # rows: (J v)ᵀ = vᵀ Jᵀ; G is symmetric
         mv = lambda V: V @ JT  # noqa: E731
         gram = lambda V: V @ G  # noqa: E731
     else:
-        mv, rmv, _, _ = _warm_operators(tr)
         gram = lambda V: rmv(mv(V))  # noqa: E731
     vals, vecs, res, right = _ritz_cycles(gram, right0, n, B, tr.source.detach(),
                                           cycles=cold_cycles if right0 is None else cycles, symmetric=True, **kw)
@@ -690,6 +716,7 @@ __all__ = [
     "ENGINES",
     "EXACT_MAX_DIM",
     "MEASURES",
+    "WARM_CLOSED_FORM_DENSE_MAX",
     "WARM_CLOSED_FORM_MAX",
     "WARM_DENSE_MAX",
     "WARM_MIN_DIM",

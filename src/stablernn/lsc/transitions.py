@@ -8,10 +8,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
-from ..cells.base import HasOutput, HasStateJacobian
+from ..cells.base import HasOutput, HasStateJacobian, StructuredJacobian
 from ..models import FFN, DeepRNN, as_stack
 from .config import FAMILIES
 from .measures import Transition
@@ -35,7 +34,7 @@ def _time_fn(cell: nn.Module, state_type: type) -> Callable[..., Tensor]:
     return fn
 
 
-def _time_dense(cell: nn.Module, state_type: type) -> Callable[..., Tensor | None] | None:
+def _time_closed(cell: nn.Module, state_type: type) -> Callable[..., StructuredJacobian | None] | None:
     """The closed form of :func:`_time_fn` on a batch (``s [B, d], inp [B, in], *pieces -> [B, d, d]``), when the
     cell has one (cells.base.HasStateJacobian; it returns None for a configuration it does not cover)."""
     if not isinstance(cell, HasStateJacobian):
@@ -51,15 +50,15 @@ def _plain_stack(stack: Any) -> bool:
         type(stack).layer_output is DeepRNN.layer_output
 
 
-def _depth_dense(stack: Any, l: int, below: nn.Module, below_type: type, n_below: int, cell: nn.Module,
-                 state_type: type) -> Callable[..., Tensor | None] | None:
+def _depth_closed(stack: Any, l: int, below: nn.Module, below_type: type, n_below: int, cell: nn.Module,
+                  state_type: type) -> Callable[..., StructuredJacobian | None] | None:
     """The closed form of :func:`_depth_fn` on a batch: layer l's ``input_jacobian`` times the lower cell's
-    ``output_jacobian`` (block diagonals, so the product is a column scaling), when both cells have closed forms
+    ``output_jacobian`` (block diagonals, so the product scales columns), when both cells have closed forms
     and the stack passes outputs up plainly."""
     if not (isinstance(below, HasStateJacobian) and isinstance(cell, HasStateJacobian) and _plain_stack(stack)):
         return None
 
-    def dense(s: Tensor, inp_below: Tensor, *pieces: Tensor) -> Tensor | None:
+    def closed(s: Tensor, inp_below: Tensor, *pieces: Tensor) -> StructuredJacobian | None:
         if stack.training and stack.dropout > 0:
             return None
         nb = below.with_stability_state(below_type(*pieces[:n_below]), s)
@@ -70,8 +69,8 @@ def _depth_dense(stack: Any, l: int, below: nn.Module, below_type: type, n_below
         Ji = cell.input_jacobian(stack.layer_input(l, h), state_type(*pieces[n_below:]))
         if Ji is None:
             return None
-        return torch.cat([Ji * D[:, i, None, :] for i in range(D.shape[1])], -1)
-    return dense
+        return Ji.scale_columns(D)
+    return closed
 
 
 def _from_input_fn(stack: Any, l: int, cell: nn.Module, state_type: type,
@@ -149,13 +148,14 @@ def rnn_transitions(model: Any, x_t: Tensor, states: list[Any],
                 args = (stack, l, below, type(new_states[l - 1]), len(new_states[l - 1]), cell, stype)
                 trs.append(Transition("depth", l, _depth_fn(*args), below.stability_state(new_states[l - 1]),
                                       (inputs[l - 1], *new_states[l - 1], *states[l]), sdim[l],
-                                      dense=_depth_dense(*args)))
+                                      closed_form=_depth_closed(*args)))
             else:
                 trs.append(Transition("depth", l, _from_input_fn(stack, l, cell, stype), outputs[l - 1],
                                       tuple(states[l]), sdim[l]))
         if "time" in families:
             trs.append(Transition("time", l, _time_fn(cell, stype), cell.stability_state(states[l]),
-                                  (inputs[l], *states[l]), sdim[l], dense=_time_dense(cell, stype)))
+                                  (inputs[l], *states[l]), sdim[l],
+                                  closed_form=_time_closed(cell, stype)))
     if "decoder" in families and logits is not None:
         last = cells[-1]
         if isinstance(last, HasOutput):
