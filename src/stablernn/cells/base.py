@@ -86,11 +86,12 @@ class StructuredJacobian:
         B, k_in, m, k_out, G, H = self._sizes()
         K = V.shape[1]
         s = V.reshape(B, K, k_in, m)
-        q = torch.einsum("bkjm,bjm->bkm", s, self.cols) if k_in > 1 else s[:, :, 0] * self.cols[:, None, 0]
-        p = (q @ self.weight.mT).reshape(B, K, G, H)
-        out = torch.einsum("bigh,bkgh->bkih", self.rows, p)
+        q = (s * self.cols[:, None]).sum(2)
+        p = (q @ self.weight.mT).reshape(B, K, 1, G, H)
+        # broadcast products and short sums: the k and g axes are 1-4 long, where einsum's batched matmuls cost more
+        out = (self.rows[:, None] * p).sum(3)
         if self.diag is not None:
-            out = out + torch.einsum("bijh,bkjh->bkih", self.diag, s)
+            out = out + (self.diag[:, None] * s[:, :, None]).sum(3)
         return out.reshape(B, K, k_out * H)
 
     def rmv(self, U: Tensor) -> Tensor:
@@ -98,10 +99,10 @@ class StructuredJacobian:
         B, k_in, m, k_out, G, H = self._sizes()
         K = U.shape[1]
         u = U.reshape(B, K, k_out, H)
-        p = torch.einsum("bigh,bkih->bkgh", self.rows, u).reshape(B, K, G * H)
+        p = (self.rows[:, None] * u[:, :, :, None]).sum(2).reshape(B, K, G * H)
         s = (p @ self.weight)[:, :, None, :] * self.cols[:, None]
         if self.diag is not None:
-            s = s + torch.einsum("bijh,bkih->bkjh", self.diag, u)
+            s = s + (self.diag[:, None] * u[:, :, :, None]).sum(2)
         return s.reshape(B, K, k_in * m)
 
     def dense(self) -> Tensor:

@@ -474,20 +474,20 @@ def _jacobian_nograd(tr: Transition, dense_max: int | None = None,
 
 
 def _products(tr: Transition, dense_max: int) -> tuple[Tensor | None, Callable[[Tensor], Tensor] | None,
-                                                       Callable[[Tensor], Tensor] | None]:
-    """How the warm engine multiplies by ``J`` / ``Jᵀ`` (rows ``[B, k, n]``), no gradient: ``(J, None, None)`` to
+                                                       Callable[[Tensor], Tensor] | None, bool]:
+    """How the warm engine multiplies by ``J`` / ``Jᵀ`` (rows ``[B, k, n]``), no gradient: ``(J, None, None, _)`` to
     use the materialised Jacobians (closed form up to ``WARM_CLOSED_FORM_DENSE_MAX``, else autograd up to
-    ``dense_max``), or ``(None, mv, rmv)``: structured closed-form products above that, vmapped pullbacks without a
-    closed form."""
+    ``dense_max``), or ``(None, mv, rmv, structured)``: structured closed-form products above that (``structured``
+    True), vmapped pullbacks without a closed form."""
     op = _closed_form(tr)
     n = max(tr.source.shape[-1], tr.out_dim())
     if op is not None and n > WARM_CLOSED_FORM_DENSE_MAX:
-        return None, op.mv, op.rmv
+        return None, op.mv, op.rmv, True
     J = _jacobian_nograd(tr, dense_max, op)
     if J is not None:
-        return J, None, None
+        return J, None, None, op is not None
     mv, rmv, _, _ = _warm_operators(tr)
-    return None, mv, rmv
+    return None, mv, rmv, False
 
 
 def _warm_operators(tr: Transition) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor], int, int]:
@@ -530,14 +530,18 @@ def _radius_pairs(tr: Transition, right0: Tensor | None, left0: Tensor | None, *
                          "engine")
     like = tr.source.detach()
     cyc = cold_cycles if right0 is None or left0 is None else cycles
-    J, mv, rmv = _products(tr, dense_max)
+    J, mv, rmv, structured = _products(tr, dense_max)
+    joint: Callable[[Tensor], Tensor] | None = None
     if J is not None:
-        # J and Jᵀ as one batch of 2B operators: the right and left chains share every matmul and Python step
-        both = None if right0 is None or left0 is None else torch.cat([right0, left0])
         # rows: (J v)ᵀ = vᵀ Jᵀ for the right chain, (Jᵀ w)ᵀ = wᵀ J for the left one
         ops = torch.cat([J.mT, J]).contiguous()
-        vals, vecs, res, kept = _ritz_cycles(lambda V: V @ ops, both, n, 2 * B, like, cycles=cyc, symmetric=False,
-                                             **kw)
+        joint = lambda V: V @ ops  # noqa: E731
+    elif structured:
+        joint = lambda V: torch.cat([mv(V[:B]), rmv(V[B:])])  # noqa: E731
+    if joint is not None:
+        # J and Jᵀ as one batch of 2B operators: the right and left chains share every Krylov step's linear algebra
+        both = None if right0 is None or left0 is None else torch.cat([right0, left0])
+        vals, vecs, res, kept = _ritz_cycles(joint, both, n, 2 * B, like, cycles=cyc, symmetric=False, **kw)
         theta, v, res_r = _pick(vals[:B], vecs[:B], res[:B], None)
         _, w, res_l = _pick(vals[B:], vecs[B:], res[B:], theta)
         right, left = kept[:B], kept[B:]
@@ -621,7 +625,7 @@ def _norm_pair(tr: Transition, right0: Tensor | None, *, dense_max: int, cycles:
                kw: dict[str, Any]) -> tuple[Tensor, ...]:
     """Top right singular vector per sample: ``(u = Jv/|Jv|, v, ok, basis)``."""
     B, n = tr.batch_size, tr.source.shape[-1]
-    J, mv, rmv = _products(tr, dense_max)
+    J, mv, rmv, _ = _products(tr, dense_max)
     if J is not None:
         JT, G = J.mT.contiguous(), J.mT @ J  # rows: (J v)ᵀ = vᵀ Jᵀ; G is symmetric
         mv = lambda V: V @ JT  # noqa: E731
