@@ -12,8 +12,8 @@
 2. ``target``: steps and seconds to reach the target (default ``LSCConfig``, one run per engine) against the demo
    net's training time (median training step x batches per epoch x the demo's epochs).
 3. ``width``: how the per-step cost grows with width (``--width-cell``, 2 layers, 64 -> 1024): exact up to
-   ``--exact-max``, warm (closed forms up to ``WARM_CLOSED_FORM_MAX``), warm without closed forms (autograd dense
-   up to ``WARM_DENSE_MAX``) and warm fully matrix-free.
+   ``--exact-max``; warm with the closed forms as the library uses them, always structured, always materialised;
+   warm without closed forms (autograd dense up to ``WARM_DENSE_MAX``) and fully matrix-free.
 
 Digits rows (T = 8, 8 features), one torch thread (``--threads``).
 
@@ -62,24 +62,27 @@ def _parse(nets: str) -> list[tuple[str, int, int]]:
     return out
 
 
-# the variants of the warm engine: (WARM_CLOSED_FORM_MAX, WARM_DENSE_MAX), None = the library's value
-VARIANTS: dict[str, tuple[int | None, int | None]] = {"warm": (None, None), "warm_autograd": (0, None),
-                                                      "mf": (0, 0)}
+# the variants of the warm engine: (WARM_CLOSED_FORM_MAX, WARM_DENSE_MAX, WARM_CLOSED_FORM_DENSE_MAX), None = the
+# library's value: closed forms as the library uses them; off (autograd dense up to WARM_DENSE_MAX, pullbacks above);
+# off and every product a pullback; on with every product structured (never materialised); on and always materialised
+VARIANTS: dict[str, tuple[int | None, int | None, int | None]] = {
+    "warm": (None, None, None), "warm_autograd": (0, None, None), "mf": (0, 0, None),
+    "structured": (None, None, 0), "cf_dense": (None, None, 1 << 30)}
+KNOBS = ("WARM_CLOSED_FORM_MAX", "WARM_DENSE_MAX", "WARM_CLOSED_FORM_DENSE_MAX")
 
 
 @contextlib.contextmanager
 def _knobs(variant: str) -> Iterator[None]:
     """Run with the warm engine's size limits of ``variant`` (restored afterwards)."""
-    closed, dense = VARIANTS.get(variant, (None, None))
-    old = measures.WARM_CLOSED_FORM_MAX, measures.WARM_DENSE_MAX
-    if closed is not None:
-        measures.WARM_CLOSED_FORM_MAX = closed
-    if dense is not None:
-        measures.WARM_DENSE_MAX = dense
+    old = [getattr(measures, k) for k in KNOBS]
+    for k, v in zip(KNOBS, VARIANTS.get(variant, (None, None, None)), strict=True):
+        if v is not None:
+            setattr(measures, k, v)
     try:
         yield
     finally:
-        measures.WARM_CLOSED_FORM_MAX, measures.WARM_DENSE_MAX = old
+        for k, v in zip(KNOBS, old, strict=True):
+            setattr(measures, k, v)
 
 
 def _timed(variant: str, fn: Callable[[], Any]) -> float:
@@ -172,9 +175,9 @@ def part_width(a: argparse.Namespace, data) -> None:
     cell = a.width_cell
     print(f"\n## ms per LSC step against width (2-layer {cell.upper()}, LSC batch {a.lsc_batch}, median of {a.rounds} "
           "rounds)\n")
-    print("| width | exact ms | warm ms (closed forms) | warm autograd ms | warm matrix-free ms | exact / warm | "
-          "autograd / warm | matrix-free / warm |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| width | exact ms | warm ms (closed forms) | closed forms structured ms | closed forms dense ms | "
+          "warm autograd ms | warm matrix-free ms | exact / warm | autograd / warm | matrix-free / warm |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for width in (int(w) for w in a.widths.split(",")):
         variants: dict[str, LSCStep] = {}
         if width <= a.exact_max:
@@ -190,8 +193,9 @@ def part_width(a: argparse.Namespace, data) -> None:
         med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
         ex = f"{med['exact']:.0f}" if "exact" in med else "-"
         ratio = f"{med['exact'] / med['warm']:.1f}x" if "exact" in med else "-"
-        print(f"| {width} | {ex} | {med['warm']:.0f} | {med['warm_autograd']:.0f} | {med['mf']:.0f} | {ratio} | "
-              f"{med['warm_autograd'] / med['warm']:.2f}x | {med['mf'] / med['warm']:.2f}x |", flush=True)
+        print(f"| {width} | {ex} | {med['warm']:.0f} | {med['structured']:.0f} | {med['cf_dense']:.0f} | "
+              f"{med['warm_autograd']:.0f} | {med['mf']:.0f} | {ratio} | {med['warm_autograd'] / med['warm']:.2f}x | "
+              f"{med['mf'] / med['warm']:.2f}x |", flush=True)
 
 
 def main() -> None:
@@ -214,7 +218,7 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     if a.closed_form_max is not None:
-        VARIANTS["warm"] = (a.closed_form_max, None)
+        VARIANTS["warm"] = (a.closed_form_max, None, None)
     data = load_task(DataConfig(task="digits", layout="rows", batch_size=a.train_batch))
     if a.part in ("step", "all"):
         part_step(a, data)

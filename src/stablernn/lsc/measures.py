@@ -516,8 +516,10 @@ WARM_DENSE_MAX = 256
 # benchmarks/lsc_cost.py --part width (docs/lsc.md "Closed-form Jacobians").
 WARM_CLOSED_FORM_MAX = 1 << 30
 # ... and materialises them (a few elementwise ops, one [B, n, n] write) up to this size, iterating with dense batched
-# matmuls; above it every product is one matmul with the shared weights (cells.base.StructuredJacobian)
-WARM_CLOSED_FORM_DENSE_MAX = 0
+# matmuls; above it every product is one matmul with the shared weights (cells.base.StructuredJacobian). Measured
+# per LSC step (benchmarks/lsc_cost.py --part width, one run each): n = 128 dense 117 vs structured 137 ms (2x64
+# LSTM), 105 vs 137 (2x128 GRU); n = 256 dense 298 vs 277 (2x128 LSTM), 346 vs 300 (2x256 GRU)
+WARM_CLOSED_FORM_DENSE_MAX = 128
 
 
 def _radius_pairs(tr: Transition, right0: Tensor | None, left0: Tensor | None, *, dense_max: int, cycles: int,
