@@ -162,8 +162,10 @@ def part_target(a: argparse.Namespace, _data) -> None:
         epochs = DEMO_RUNS[cell][1].epochs if cell in DEMO_RUNS else 20
         training = step * n_batches * epochs
         for engine in a.target_engines.split(","):
-            rep = lsc_pretrain(_model(cell, layers, width), data.train, engine=engine, max_steps=a.max_steps,
-                               time_limit=None, progress=False)
+            with _knobs(engine):  # a warm variant (e.g. warm_autograd: closed forms off) runs the warm engine
+                rep = lsc_pretrain(_model(cell, layers, width), data.train,
+                                   engine="warm" if engine in VARIANTS else engine, max_steps=a.max_steps,
+                                   time_limit=None, progress=False)
             worst = max(abs(rep.mean_after(f) - t) for f, t in rep.target.items())
             print(f"| {layers}x{width} {cell.upper()} | {engine} | {rep.steps} | {rep.seconds:.1f} | "
                   f"{rep.stop_reason.split(':')[0]} | {worst:.3f} | {training:.1f} ({epochs}) | "
@@ -204,7 +206,8 @@ def main() -> None:
     ap.add_argument("--nets", default="lstm:2x128,gru:2x128,alif:2x128,lru:2x128,gru:5x64,lstm:2x256,gru:2x256,"
                                       "alif:2x256")
     ap.add_argument("--target-nets", default="lstm:2x128,gru:2x128,alif:2x128,lru:2x128,gru:5x64")
-    ap.add_argument("--target-engines", default="exact,warm")
+    ap.add_argument("--target-engines", default="exact,warm",
+                    help="exact, warm, or a warm variant: " + ", ".join(v for v in VARIANTS if v != "warm"))
     ap.add_argument("--widths", default="64,128,256,512,1024")
     ap.add_argument("--width-cell", default="gru", help="cell kind of the width part")
     ap.add_argument("--closed-form-max", type=int, default=None,
