@@ -209,3 +209,15 @@ def test_warm_with_closed_forms_within_one_percent_width64(kind):
 def test_warm_with_closed_forms_within_one_percent_width256(kind):
     _warm_vs_exact(kind, 256, blocks=48)
 
+
+
+def test_scale_columns_needs_one_input_block():
+    torch.manual_seed(0)
+    cell = LSTMCell(3, 4).to(DT)
+    st = _random_state(cell, 2, torch.Generator().manual_seed(0))
+    x = torch.randn(2, 3, dtype=DT)
+    D = torch.rand(2, 1, 3, dtype=DT)
+    op = cell.input_jacobian(x, st)
+    torch.testing.assert_close(op.scale_columns(D).dense(), op.dense() * D[:, 0, None, :])
+    with pytest.raises(ValueError, match="one input block"):
+        cell.state_jacobian(x, st).scale_columns(D)

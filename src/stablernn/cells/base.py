@@ -17,6 +17,8 @@ A third optional extra, ``scale_time_constants(m, target=None)``, multiplies the
 in place (τ → m·τ): LSC uses it where a leak, not a weight, bounds the time radius from below (LIF/ALIF δ, LRU |λ|)
 or moves all together (the LSTM's forget gates),
 and passes its time target so that a cell can stop shrinking a constant where that would raise another eigenvalue.
+A fourth, :class:`HasStateJacobian`, gives the one-step Jacobians in closed form (:class:`StructuredJacobian`); LSC's
+warm engine then multiplies with them instead of autograd pullbacks (docs/lsc.md "Closed-form Jacobians").
 """
 from __future__ import annotations
 
