@@ -19,7 +19,8 @@ function serves both engines:
 - **warm**: the same differentiable product at the top eigen/singular pair, but the pair comes from a few
   Rayleigh-Ritz cycles on a small block Krylov space seeded with the basis kept from the previous call on the same
   (family, layer, sample slot) (:class:`WarmState`); a pair that does not converge is restarted cold, then measured
-  by the exact engine. See :func:`warm_radius`.
+  by the exact engine. See :func:`warm_radius`. Its products come from the cells' closed-form Jacobians where they
+  have them (``Transition.closed_form``, ``WARM_CLOSED_FORM_MAX``), else from autograd.
 
 Transitions of a stack (``DeepRNN`` or anything with ``cells``, ``encode``, ``layer_input``, ``layer_output``,
 ``decode``), of a single cell, and of an ``FFN`` are built by :func:`rnn_transitions` and :func:`ffn_transitions`.
@@ -511,9 +512,9 @@ def _differentiable_pullback(tr: Transition) -> Callable[[Tensor], Tensor]:
 # 128-256: one dense block product costs ~0.3 ms where an autograd product costs ~0.5-1 ms, and the
 # materialisation ~10-30 ms (benchmarks/lsc_cost.py, docs/lsc.md).
 WARM_DENSE_MAX = 256
-# With a closed form (Transition.dense: a few elementwise ops and one [B, n, n] write, no pullbacks) the warm engine
-# materialises the Jacobians up to this size (larger side) instead; 0 turns the closed forms off. Measured in
-# benchmarks/lsc_cost.py --part width (docs/lsc.md "Closed-form Jacobians").
+# Where a transition has a closed form (Transition.closed_form; cells.base.HasStateJacobian) the warm engine uses it
+# instead of autograd up to this size (larger side): no limit, as it never measured slower (docs/lsc.md "Closed-form
+# Jacobians"); 0 turns the closed forms off (benchmarks/lsc_cost.py's "warm autograd").
 WARM_CLOSED_FORM_MAX = 1 << 30
 # ... and materialises them (a few elementwise ops, one [B, n, n] write) up to this size, iterating with dense batched
 # matmuls; above it every product is one matmul with the shared weights (cells.base.StructuredJacobian). Measured
