@@ -20,6 +20,7 @@ Digits rows (T = 8, 8 features), one torch thread (``--threads``).
     python benchmarks/lsc_cost.py                                   # all parts
     python benchmarks/lsc_cost.py --part step --nets lstm:2x256,gru:2x256,alif:2x256
     python benchmarks/lsc_cost.py --part width --width-cell alif --widths 128,256,512,1024 --exact-max 0
+    python benchmarks/lsc_cost.py --part profile --nets alif:2x256 --rounds 5
 """
 from __future__ import annotations
 
@@ -200,9 +201,31 @@ def part_width(a: argparse.Namespace, data) -> None:
               f"{med['mf'] / med['warm']:.2f}x |", flush=True)
 
 
+def part_profile(a: argparse.Namespace, data) -> None:
+    """cProfile of ``--rounds`` warm LSC steps of each of ``--nets`` (after two unprofiled ones), by own time."""
+    import cProfile
+    import pstats
+
+    x, _ = next(iter(data.train))
+    for cell, layers, width in _parse(a.nets):
+        step = LSCStep(cell, layers, width, [x], engine="warm", batch_size=a.lsc_batch)
+        step()
+        step()
+        prof = cProfile.Profile()
+        t0 = time.perf_counter()
+        prof.enable()
+        for _ in range(a.rounds):
+            step()
+        prof.disable()
+        print(f"\n## cProfile of {a.rounds} warm LSC steps, {layers}x{width} {cell.upper()}: "
+              f"{1e3 * (time.perf_counter() - t0) / a.rounds:.0f} ms per step under the profiler\n")
+        pstats.Stats(prof).sort_stats("tottime").print_stats(15)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", choices=["step", "target", "width", "all"], default="all")
+    ap.add_argument("--part", choices=["step", "target", "width", "profile", "all"], default="all",
+                    help="'profile' is not part of 'all'")
     ap.add_argument("--nets", default="lstm:2x128,gru:2x128,alif:2x128,lru:2x128,gru:5x64,lstm:2x256,gru:2x256,"
                                       "alif:2x256")
     ap.add_argument("--target-nets", default="lstm:2x128,gru:2x128,alif:2x128,lru:2x128,gru:5x64")
@@ -229,6 +252,8 @@ def main() -> None:
         part_target(a, data)
     if a.part in ("width", "all"):
         part_width(a, data)
+    if a.part == "profile":
+        part_profile(a, data)
 
 
 if __name__ == "__main__":
