@@ -6,7 +6,8 @@
    training step of the same net (a batch of ``--train-batch`` whole sequences: forward, cross-entropy of the
    time-averaged logits, backward, AdamW step). The warm engine twice: with the cells' closed-form Jacobians
    (``warm``, the default) and with them off (``warm autograd``: ``WARM_CLOSED_FORM_MAX = 0``, the dense path
-   materialising by pullbacks up to ``WARM_DENSE_MAX``, matrix-free above). Medians over ``--rounds`` rounds; in
+   materialising by pullbacks up to ``WARM_DENSE_MAX``, matrix-free above; and ``FORWARD_MODE = False``: the
+   exactly measured encoder by reverse mode). Medians over ``--rounds`` rounds; in
    each round every variant and the training step run back to back, so a load change on this shared machine hits
    all of them alike.
 2. ``target``: steps and seconds to reach the target (default ``LSCConfig``, one run per engine) against the demo
@@ -63,20 +64,21 @@ def _parse(nets: str) -> list[tuple[str, int, int]]:
     return out
 
 
-# the variants of the warm engine: (WARM_CLOSED_FORM_MAX, WARM_DENSE_MAX, WARM_CLOSED_FORM_DENSE_MAX), None = the
-# library's value: closed forms as the library uses them; off (autograd dense up to WARM_DENSE_MAX, pullbacks above);
-# off and every product a pullback; on with every product structured (never materialised); on and always materialised
-VARIANTS: dict[str, tuple[int | None, int | None, int | None]] = {
-    "warm": (None, None, None), "warm_autograd": (0, None, None), "mf": (0, 0, None),
-    "structured": (None, None, 0), "cf_dense": (None, None, 1 << 30)}
-KNOBS = ("WARM_CLOSED_FORM_MAX", "WARM_DENSE_MAX", "WARM_CLOSED_FORM_DENSE_MAX")
+# the variants of the warm engine: (WARM_CLOSED_FORM_MAX, WARM_DENSE_MAX, WARM_CLOSED_FORM_DENSE_MAX, FORWARD_MODE),
+# None = the library's value: closed forms (and the encoder's forward mode) as the library uses them; both off, i.e.
+# the engine before them (autograd dense up to WARM_DENSE_MAX, pullbacks above); off and every product a pullback;
+# on with every product structured (never materialised); on and always materialised
+VARIANTS: dict[str, tuple[int | bool | None, ...]] = {
+    "warm": (None, None, None, None), "warm_autograd": (0, None, None, False), "mf": (0, 0, None, False),
+    "structured": (None, None, 0, None), "cf_dense": (None, None, 1 << 30, None)}
+KNOBS = ("WARM_CLOSED_FORM_MAX", "WARM_DENSE_MAX", "WARM_CLOSED_FORM_DENSE_MAX", "FORWARD_MODE")
 
 
 @contextlib.contextmanager
 def _knobs(variant: str) -> Iterator[None]:
     """Run with the warm engine's size limits of ``variant`` (restored afterwards)."""
     old = [getattr(measures, k) for k in KNOBS]
-    for k, v in zip(KNOBS, VARIANTS.get(variant, (None, None, None)), strict=True):
+    for k, v in zip(KNOBS, VARIANTS.get(variant, (None,) * len(KNOBS)), strict=True):
         if v is not None:
             setattr(measures, k, v)
     try:
@@ -244,7 +246,7 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     if a.closed_form_max is not None:
-        VARIANTS["warm"] = (a.closed_form_max, None, None)
+        VARIANTS["warm"] = (a.closed_form_max, None, None, None)
     data = load_task(DataConfig(task="digits", layout="rows", batch_size=a.train_batch))
     if a.part in ("step", "all"):
         part_step(a, data)

@@ -37,11 +37,14 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.func import jacrev, vjp, vmap
+from torch.func import jacfwd, jacrev, vjp, vmap
 
 from ..cells.base import StructuredJacobian
 from .config import ENGINES, MEASURES, Engine, Measure, Rectangular
 
+# Transition.jacobian() in forward mode where the transition allows it (``forward_mode``) and d_out > d_in; False:
+# always reverse mode (benchmarks/lsc_cost.py's "warm autograd", the engine before closed forms)
+FORWARD_MODE = True
 EXACT_MAX_DIM = 256  # "auto" uses the exact engine up to this (square) size; see benchmarks/jacobian_engines.py
 # "warm" uses the exact engine below this size: measured per LSC step (2-layer nets, batch 8, one thread), exact
 # was faster for GRU 16-64 (40 vs 87 ms at 16, 159 vs 237 ms at 64) and LIF 32-64, warm from 128 on (LSTM 64, whose
@@ -67,6 +70,9 @@ class Transition:
     # gradient), or None where the cell's configuration is not covered (cells.base.HasStateJacobian); only the warm
     # engine's no-grad part uses it
     closed_form: Callable[..., StructuredJacobian | None] | None = None
+    # ``jacobian()`` may use forward mode (``jacfwd``: d_in products instead of d_out) when d_out > d_in: set for
+    # functions known to support it (the built-in cells with closed forms; a user's autograd.Function may lack jvp)
+    forward_mode: bool = False
 
     @property
     def batch_size(self) -> int:
@@ -79,7 +85,11 @@ class Transition:
         return lambda s: f(s, *ctx)
 
     def jacobian(self) -> Tensor:
-        """Per-sample Jacobians ``[B, d_out, d_in]`` (differentiable w.r.t. the weights)."""
+        """Per-sample Jacobians ``[B, d_out, d_in]`` (differentiable w.r.t. the weights): reverse mode, or forward
+        mode when ``forward_mode`` and ``d_out > d_in`` (an encoder from 8 inputs to a 512-wide state: 8 products
+        instead of 512; the same exact Jacobian and gradient, tests/test_analytic_jacobians.py)."""
+        if self.forward_mode and FORWARD_MODE and self.out_dim() > self.source.shape[-1]:
+            return vmap(jacfwd(self.fn))(self.source, *self.context)
         return batch_jacobian(self.fn, self.source, *self.context)
 
     def subset(self, index: Tensor | slice) -> Transition:
@@ -722,6 +732,7 @@ def transition_measure(tr: Transition, measure: Measure = "radius", engine: Engi
 __all__ = [
     "ENGINES",
     "EXACT_MAX_DIM",
+    "FORWARD_MODE",
     "MEASURES",
     "WARM_CLOSED_FORM_DENSE_MAX",
     "WARM_CLOSED_FORM_MAX",

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from ..cells.base import HasOutput, HasStateJacobian, StructuredJacobian
@@ -73,6 +74,17 @@ def _depth_closed(stack: Any, l: int, below: nn.Module, below_type: type, n_belo
     return closed
 
 
+def _forward_mode_ok(stack: Any, cell: nn.Module, state: Any) -> bool:
+    """Whether the encoder transition may be differentiated in forward mode: a built-in cell its closed form covers
+    (so every op in its step has a jvp, the surrogate's included), a plain stack and a built-in encoder."""
+    if not (isinstance(cell, HasStateJacobian) and _plain_stack(stack)):
+        return False
+    if not isinstance(stack.encoder, (nn.Identity, nn.Linear, nn.Embedding)):
+        return False
+    with torch.no_grad():
+        return cell.output_jacobian(state) is not None
+
+
 def _from_input_fn(stack: Any, l: int, cell: nn.Module, state_type: type,
                    pre: Callable[[Tensor], Tensor] | None = None) -> Callable[..., Tensor]:
     """``u -> s[t,l]`` where ``u`` is what layer ``l`` receives from below (or, with ``pre``, the raw input)."""
@@ -136,12 +148,13 @@ def rnn_transitions(model: Any, x_t: Tensor, states: list[Any],
     for l, cell in enumerate(cells):
         stype = type(states[l])
         if "encoder" in families and l == 0:
+            fwd = _forward_mode_ok(stack, cell, states[0])
             if isinstance(stack.encoder, nn.Embedding) or not x_t.is_floating_point():
                 trs.append(Transition("encoder", 0, _from_input_fn(stack, 0, cell, stype), stack.encode(x_t),
-                                      tuple(states[0]), sdim[0]))
+                                      tuple(states[0]), sdim[0], forward_mode=fwd))
             else:
                 trs.append(Transition("encoder", 0, _from_input_fn(stack, 0, cell, stype, pre=stack.encode), x_t,
-                                      tuple(states[0]), sdim[0]))
+                                      tuple(states[0]), sdim[0], forward_mode=fwd))
         if "depth" in families and l > 0:
             below = cells[l - 1]
             if isinstance(below, HasOutput):
