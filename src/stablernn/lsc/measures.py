@@ -422,9 +422,13 @@ def _krylov_ritz(op: Callable[[Tensor], Tensor], V: Tensor, blocks: int, symmetr
         order = theta.abs().argsort(-1, descending=True)[..., :keep]
         theta = theta.gather(-1, order)
         Y = Y.gather(-1, order[:, None, :].expand(-1, Y.shape[1], -1))
-        Q, Z = Q.to(Y.dtype), Z.to(Y.dtype)
-    X = Y.mT @ Q  # Ritz vectors as rows
-    R = Y.mT @ Z - X * theta[..., None]
+    if Y.is_complex():  # real products with the real bases: no complex copies of Q and Z ([B, m, n] each)
+        Yr, Yi = Y.real.mT, Y.imag.mT
+        X = torch.complex(Yr @ Q, Yi @ Q)  # Ritz vectors as rows
+        YZ = torch.complex(Yr @ Z, Yi @ Z)
+    else:
+        X, YZ = Y.mT @ Q, Y.mT @ Z
+    R = YZ - X * theta[..., None]
     res = R.norm(dim=-1) / (theta.abs() * X.norm(dim=-1)).clamp_min(1e-30)
     return theta, X, res, m_max
 
