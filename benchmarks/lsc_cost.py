@@ -4,24 +4,32 @@
 1. ``step``: ms per LSC step (every transition of one time step of the first ``--lsc-batch`` sequences: radii,
    loss, backward, optimiser step; ``stablernn.lsc.pretrain``'s own step function) for each engine, against ms per
    training step of the same net (a batch of ``--train-batch`` whole sequences: forward, cross-entropy of the
-   time-averaged logits, backward, AdamW step). Medians over ``--rounds`` rounds; in each round every engine and the
-   training step run back to back, so a load change on this shared machine hits all of them alike.
+   time-averaged logits, backward, AdamW step). The warm engine twice: with the cells' closed-form Jacobians
+   (``warm``, the default) and with them off (``warm autograd``: ``WARM_CLOSED_FORM_MAX = 0``, the dense path
+   materialising by pullbacks up to ``WARM_DENSE_MAX``, matrix-free above; and ``FORWARD_MODE = False``: the
+   exactly measured encoder by reverse mode). Medians over ``--rounds`` rounds; in
+   each round every variant and the training step run back to back, so a load change on this shared machine hits
+   all of them alike.
 2. ``target``: steps and seconds to reach the target (default ``LSCConfig``, one run per engine) against the demo
    net's training time (median training step x batches per epoch x the demo's epochs).
-3. ``width``: how the per-step cost grows with width (GRU, 2 layers, 64 -> 1024): exact up to ``--exact-max``,
-   warm with dense products (``WARM_DENSE_MAX``) and warm fully matrix-free.
+3. ``width``: how the per-step cost grows with width (``--width-cell``, 2 layers, 64 -> 1024): exact up to
+   ``--exact-max``; warm with the closed forms as the library uses them, always structured, always materialised;
+   warm without closed forms (autograd dense up to ``WARM_DENSE_MAX``) and fully matrix-free.
 
 Digits rows (T = 8, 8 features), one torch thread (``--threads``).
 
     python benchmarks/lsc_cost.py                                   # all parts
     python benchmarks/lsc_cost.py --part step --nets lstm:2x256,gru:2x256,alif:2x256
+    python benchmarks/lsc_cost.py --part width --width-cell alif --widths 128,256,512,1024 --exact-max 0
+    python benchmarks/lsc_cost.py --part profile --nets alif:2x256 --rounds 5
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -54,6 +62,35 @@ def _parse(nets: str) -> list[tuple[str, int, int]]:
         layers, width = shape.split("x")
         out.append((cell, int(layers), int(width)))
     return out
+
+
+# the variants of the warm engine: (WARM_CLOSED_FORM_MAX, WARM_DENSE_MAX, WARM_CLOSED_FORM_DENSE_MAX, FORWARD_MODE),
+# None = the library's value: closed forms (and the encoder's forward mode) as the library uses them; both off, i.e.
+# the engine before them (autograd dense up to WARM_DENSE_MAX, pullbacks above); off and every product a pullback;
+# on with every product structured (never materialised); on and always materialised
+VARIANTS: dict[str, tuple[int | bool | None, ...]] = {
+    "warm": (None, None, None, None), "warm_autograd": (0, None, None, False), "mf": (0, 0, None, False),
+    "structured": (None, None, 0, None), "cf_dense": (None, None, 1 << 30, None)}
+KNOBS = ("WARM_CLOSED_FORM_MAX", "WARM_DENSE_MAX", "WARM_CLOSED_FORM_DENSE_MAX", "FORWARD_MODE")
+
+
+@contextlib.contextmanager
+def _knobs(variant: str) -> Iterator[None]:
+    """Run with the warm engine's size limits of ``variant`` (restored afterwards)."""
+    old = [getattr(measures, k) for k in KNOBS]
+    for k, v in zip(KNOBS, VARIANTS.get(variant, (None,) * len(KNOBS)), strict=True):
+        if v is not None:
+            setattr(measures, k, v)
+    try:
+        yield
+    finally:
+        for k, v in zip(KNOBS, old, strict=True):
+            setattr(measures, k, v)
+
+
+def _timed(variant: str, fn: Callable[[], Any]) -> float:
+    with _knobs(variant):
+        return _timer(fn)
 
 
 def _timer(fn: Callable[[], Any]) -> float:
@@ -92,21 +129,24 @@ def part_step(a: argparse.Namespace, data) -> None:
     x, y = next(iter(data.train))
     print(f"## ms per LSC step vs per training step (training batch {x.shape[0]} x T={x.shape[1]}, LSC batch "
           f"{a.lsc_batch}; median of {a.rounds} rounds after one warm-up, same run)\n")
-    print("| net | train step ms | LSC exact ms | LSC warm ms | exact / train | warm / train | exact / warm |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| net | train step ms | LSC exact ms | LSC warm autograd ms | LSC warm closed-form ms | exact / train | "
+          "warm autograd / train | warm closed-form / train | autograd / closed-form |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for cell, layers, width in _parse(a.nets):
         train = TrainStep(cell, layers, width, x, y)
-        lsc = {e: LSCStep(cell, layers, width, [x], engine=e, batch_size=a.lsc_batch) for e in ENGINES}
-        times: dict[str, list[float]] = {"train": [], **{e: [] for e in ENGINES}}
+        lsc = {v: LSCStep(cell, layers, width, [x], engine=e, batch_size=a.lsc_batch)
+               for v, e in (("exact", "exact"), ("warm_autograd", "warm"), ("warm", "warm"))}
+        times: dict[str, list[float]] = {"train": [], **{v: [] for v in lsc}}
         for r in range(a.rounds + 1):
-            t = {"train": _timer(train), **{e: _timer(lsc[e]) for e in ENGINES}}
+            t = {"train": _timer(train), **{v: _timed(v, fn) for v, fn in lsc.items()}}
             if r:  # round 0 is the warm-up (and the warm engine's cold start)
                 for k, v in t.items():
                     times[k].append(v)
         med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
-        print(f"| {layers}x{width} {cell.upper()} | {med['train']:.1f} | {med['exact']:.1f} | {med['warm']:.1f} | "
-              f"{med['exact'] / med['train']:.1f}x | {med['warm'] / med['train']:.1f}x | "
-              f"{med['exact'] / med['warm']:.1f}x |", flush=True)
+        tr = med["train"]
+        print(f"| {layers}x{width} {cell.upper()} | {tr:.1f} | {med['exact']:.1f} | {med['warm_autograd']:.1f} | "
+              f"{med['warm']:.1f} | {med['exact'] / tr:.1f}x | {med['warm_autograd'] / tr:.1f}x | "
+              f"{med['warm'] / tr:.1f}x | {med['warm_autograd'] / med['warm']:.2f}x |", flush=True)
 
 
 def part_target(a: argparse.Namespace, _data) -> None:
@@ -125,8 +165,10 @@ def part_target(a: argparse.Namespace, _data) -> None:
         epochs = DEMO_RUNS[cell][1].epochs if cell in DEMO_RUNS else 20
         training = step * n_batches * epochs
         for engine in a.target_engines.split(","):
-            rep = lsc_pretrain(_model(cell, layers, width), data.train, engine=engine, max_steps=a.max_steps,
-                               time_limit=None, progress=False)
+            with _knobs(engine):  # a warm variant (e.g. warm_autograd: closed forms off) runs the warm engine
+                rep = lsc_pretrain(_model(cell, layers, width), data.train,
+                                   engine="warm" if engine in VARIANTS else engine, max_steps=a.max_steps,
+                                   time_limit=None, progress=False)
             worst = max(abs(rep.mean_after(f) - t) for f, t in rep.target.items())
             print(f"| {layers}x{width} {cell.upper()} | {engine} | {rep.steps} | {rep.seconds:.1f} | "
                   f"{rep.stop_reason.split(':')[0]} | {worst:.3f} | {training:.1f} ({epochs}) | "
@@ -135,43 +177,66 @@ def part_target(a: argparse.Namespace, _data) -> None:
 
 def part_width(a: argparse.Namespace, data) -> None:
     x, _ = next(iter(data.train))
-    print(f"\n## ms per LSC step against width (2-layer GRU, LSC batch {a.lsc_batch}, median of {a.rounds} rounds)"
-          "\n")
-    print("| width | exact ms | warm ms | warm matrix-free ms | exact / warm |")
-    print("|---:|---:|---:|---:|---:|")
+    cell = a.width_cell
+    print(f"\n## ms per LSC step against width (2-layer {cell.upper()}, LSC batch {a.lsc_batch}, median of {a.rounds} "
+          "rounds)\n")
+    print("| width | exact ms | warm ms (closed forms) | closed forms structured ms | closed forms dense ms | "
+          "warm autograd ms | warm matrix-free ms | exact / warm | autograd / warm | matrix-free / warm |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for width in (int(w) for w in a.widths.split(",")):
         variants: dict[str, LSCStep] = {}
         if width <= a.exact_max:
-            variants["exact"] = LSCStep("gru", 2, width, [x], engine="exact", batch_size=a.lsc_batch)
-        variants["warm"] = LSCStep("gru", 2, width, [x], engine="warm", batch_size=a.lsc_batch)
-        variants["mf"] = LSCStep("gru", 2, width, [x], engine="warm", batch_size=a.lsc_batch)
+            variants["exact"] = LSCStep(cell, 2, width, [x], engine="exact", batch_size=a.lsc_batch)
+        for v in VARIANTS:
+            variants[v] = LSCStep(cell, 2, width, [x], engine="warm", batch_size=a.lsc_batch)
         times: dict[str, list[float]] = {k: [] for k in variants}
         for r in range(a.rounds + 1):
             for k, fn in variants.items():
-                if k == "mf":  # the same engine with every product a vmapped pullback
-                    old, measures.WARM_DENSE_MAX = measures.WARM_DENSE_MAX, 0
-                    try:
-                        dt = _timer(fn)
-                    finally:
-                        measures.WARM_DENSE_MAX = old
-                else:
-                    dt = _timer(fn)
+                dt = _timed(k, fn)
                 if r:
                     times[k].append(dt)
         med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
         ex = f"{med['exact']:.0f}" if "exact" in med else "-"
         ratio = f"{med['exact'] / med['warm']:.1f}x" if "exact" in med else "-"
-        print(f"| {width} | {ex} | {med['warm']:.0f} | {med['mf']:.0f} | {ratio} |", flush=True)
+        print(f"| {width} | {ex} | {med['warm']:.0f} | {med['structured']:.0f} | {med['cf_dense']:.0f} | "
+              f"{med['warm_autograd']:.0f} | {med['mf']:.0f} | {ratio} | {med['warm_autograd'] / med['warm']:.2f}x | "
+              f"{med['mf'] / med['warm']:.2f}x |", flush=True)
+
+
+def part_profile(a: argparse.Namespace, data) -> None:
+    """cProfile of ``--rounds`` warm LSC steps of each of ``--nets`` (after two unprofiled ones), by own time."""
+    import cProfile
+    import pstats
+
+    x, _ = next(iter(data.train))
+    for cell, layers, width in _parse(a.nets):
+        step = LSCStep(cell, layers, width, [x], engine="warm", batch_size=a.lsc_batch)
+        step()
+        step()
+        prof = cProfile.Profile()
+        t0 = time.perf_counter()
+        prof.enable()
+        for _ in range(a.rounds):
+            step()
+        prof.disable()
+        print(f"\n## cProfile of {a.rounds} warm LSC steps, {layers}x{width} {cell.upper()}: "
+              f"{1e3 * (time.perf_counter() - t0) / a.rounds:.0f} ms per step under the profiler\n")
+        pstats.Stats(prof).sort_stats("tottime").print_stats(15)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", choices=["step", "target", "width", "all"], default="all")
+    ap.add_argument("--part", choices=["step", "target", "width", "profile", "all"], default="all",
+                    help="'profile' is not part of 'all'")
     ap.add_argument("--nets", default="lstm:2x128,gru:2x128,alif:2x128,lru:2x128,gru:5x64,lstm:2x256,gru:2x256,"
                                       "alif:2x256")
     ap.add_argument("--target-nets", default="lstm:2x128,gru:2x128,alif:2x128,lru:2x128,gru:5x64")
-    ap.add_argument("--target-engines", default="exact,warm")
+    ap.add_argument("--target-engines", default="exact,warm",
+                    help="exact, warm, or a warm variant: " + ", ".join(v for v in VARIANTS if v != "warm"))
     ap.add_argument("--widths", default="64,128,256,512,1024")
+    ap.add_argument("--width-cell", default="gru", help="cell kind of the width part")
+    ap.add_argument("--closed-form-max", type=int, default=None,
+                    help="override measures.WARM_CLOSED_FORM_MAX for the 'warm' variant (to measure where it pays)")
     ap.add_argument("--exact-max", type=int, default=512, help="widest net the exact engine is timed on")
     ap.add_argument("--lsc-batch", type=int, default=8)
     ap.add_argument("--train-batch", type=int, default=64)
@@ -180,6 +245,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    if a.closed_form_max is not None:
+        VARIANTS["warm"] = (a.closed_form_max, None, None, None)
     data = load_task(DataConfig(task="digits", layout="rows", batch_size=a.train_batch))
     if a.part in ("step", "all"):
         part_step(a, data)
@@ -187,6 +254,8 @@ def main() -> None:
         part_target(a, data)
     if a.part in ("width", "all"):
         part_width(a, data)
+    if a.part == "profile":
+        part_profile(a, data)
 
 
 if __name__ == "__main__":

@@ -17,9 +17,12 @@ A third optional extra, ``scale_time_constants(m, target=None)``, multiplies the
 in place (τ → m·τ): LSC uses it where a leak, not a weight, bounds the time radius from below (LIF/ALIF δ, LRU |λ|)
 or moves all together (the LSTM's forget gates),
 and passes its time target so that a cell can stop shrinking a constant where that would raise another eigenvalue.
+A fourth, :class:`HasStateJacobian`, gives the one-step Jacobians in closed form (:class:`StructuredJacobian`); LSC's
+warm engine then multiplies with them instead of autograd pullbacks (docs/lsc.md "Closed-form Jacobians").
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -56,6 +59,98 @@ class HasOutput(Protocol):
     Jacobians then run from the stability state through it (e.g. through the spike and its surrogate gradient)."""
 
     def output(self, state: State) -> Tensor: ...
+
+
+@dataclass
+class StructuredJacobian:
+    """A batch of one-step Jacobians ``J [B, n_out, n_in]`` in the form every covered cell's has: a shared weight
+    between per-sample diagonal scalings, plus a per-sample block-diagonal part,
+
+        J[i-th out block, j-th in block] = Σ_g diag(rows[:, i, g]) W_g diag(cols[:, j]) + diag(diag[:, i, j])
+
+    with ``weight = [W_1; ...; W_G]`` ``[G*H, m]``, ``cols [B, k_in, m]``, ``rows [B, k_out, G, H]``, ``diag [B,
+    k_out, k_in, H]`` or None (then ``n_in = k_in*m``, ``n_out = k_out*H``; with ``diag``, ``m = H``). A product
+    ``J v`` is then one matmul with the shared ``W`` for the whole batch plus elementwise work, where the
+    materialised ``J`` would stream ``B n²`` numbers from memory per product (docs/lsc.md "Closed-form Jacobians")."""
+
+    weight: Tensor
+    cols: Tensor
+    rows: Tensor
+    diag: Tensor | None = None
+
+    def _sizes(self) -> tuple[int, int, int, int, int, int]:
+        B, k_in, m = self.cols.shape
+        _, k_out, G, H = self.rows.shape
+        return B, k_in, m, k_out, G, H
+
+    def mv(self, V: Tensor) -> Tensor:
+        """Rows ``V [B, K, n_in] -> (J v)ᵀ`` ``[B, K, n_out]``."""
+        B, k_in, m, k_out, G, H = self._sizes()
+        K = V.shape[1]
+        s = V.reshape(B, K, k_in, m)
+        q = (s * self.cols[:, None]).sum(2)
+        p = (q @ self.weight.mT).reshape(B, K, 1, G, H)
+        # broadcast products and short sums: the k and g axes are 1-4 long, where einsum's batched matmuls cost more
+        out = (self.rows[:, None] * p).sum(3)
+        if self.diag is not None:
+            out = out + (self.diag[:, None] * s[:, :, None]).sum(3)
+        return out.reshape(B, K, k_out * H)
+
+    def rmv(self, U: Tensor) -> Tensor:
+        """Rows ``U [B, K, n_out] -> (Jᵀ u)ᵀ`` ``[B, K, n_in]``."""
+        B, k_in, m, k_out, G, H = self._sizes()
+        K = U.shape[1]
+        u = U.reshape(B, K, k_out, H)
+        p = (self.rows[:, None] * u[:, :, :, None]).sum(2).reshape(B, K, G * H)
+        s = (p @ self.weight)[:, :, None, :] * self.cols[:, None]
+        if self.diag is not None:
+            s = s + (self.diag[:, None] * u[:, :, :, None]).sum(2)
+        return s.reshape(B, K, k_in * m)
+
+    def dense(self) -> Tensor:
+        """The Jacobians ``[B, n_out, n_in]``."""
+        B, k_in, m, k_out, G, H = self._sizes()
+        M = torch.einsum("bigh,ghm->bihm", self.rows, self.weight.reshape(G, H, m))
+        J = M[:, :, :, None, :] * self.cols[:, None, None]  # [B, k_out, H, k_in, m]
+        if self.diag is not None:
+            J.diagonal(dim1=2, dim2=4).add_(self.diag)
+        return J.reshape(B, k_out * H, k_in * m)
+
+    def scale_columns(self, D: Tensor) -> StructuredJacobian:
+        """``J`` times a block-diagonal ``[diag(D_1), ..., diag(D_k)]`` on the right (``D [B, k, m]``, this ``J``
+        with one input block and no diagonal part): a depth transition, ``input_jacobian`` of the upper cell times
+        ``output_jacobian`` of the lower one."""
+        if self.cols.shape[1] != 1 or self.diag is not None:
+            raise ValueError("scale_columns needs a Jacobian with one input block and no diagonal part")
+        return replace(self, cols=self.cols * D)
+
+
+@runtime_checkable
+class HasStateJacobian(Protocol):
+    """Closed-form one-step Jacobians (no autograd), what LSC's warm engine multiplies with instead of vmapped
+    pullbacks (docs/lsc.md "Closed-form Jacobians"). Each returns None when the cell's configuration is not covered
+    (the caller then falls back to autograd), never an approximation; all run without gradient.
+
+    - ``state_jacobian(x [B, in], state) -> StructuredJacobian`` (``[B, d, d]``): of ``s -> stability_state(cell(x,
+      with_stability_state(state, s))[1])`` at ``s = stability_state(state)`` (the time transition, spikes
+      recomputed from ``s``);
+    - ``input_jacobian(x [B, in], state) -> StructuredJacobian`` (``[B, d, in]``, one input block, no diagonal
+      part): of ``x -> stability_state(cell(x, state)[1])``;
+    - ``output_jacobian(state) -> [B, k, out]``: of ``s -> output(with_stability_state(state, s))``, which must be
+      elementwise per block: ``d = k * out`` and ``d out_j / d s_{i*out + j} = D[:, i, j]`` (all else zero)."""
+
+    def state_jacobian(self, x: Tensor, state: State) -> StructuredJacobian | None: ...
+
+    def input_jacobian(self, x: Tensor, state: State) -> StructuredJacobian | None: ...
+
+    def output_jacobian(self, state: State) -> Tensor | None: ...
+
+
+def same_methods(cell: Any, base: type, names: tuple[str, ...]) -> bool:
+    """Whether ``cell``'s class uses ``base``'s own ``names`` (a subclass that overrides one changes the step, so a
+    closed form or fused kernel written for ``base`` no longer describes it)."""
+    cls = type(cell)
+    return all(getattr(cls, m) is getattr(base, m) for m in names)
 
 
 @runtime_checkable

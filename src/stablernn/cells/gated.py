@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import MIN_TIME_CONSTANT, Cell, check_input, run_steps, split_state
+from .base import MIN_TIME_CONSTANT, Cell, StructuredJacobian, check_input, run_steps, same_methods, split_state
 from .fast_gated import gru_cell_sequence, lstm_cell_sequence
 from .init import glorot_uniform_, orthogonal_blocks_
 from .rnn import HiddenStateCell, HState
@@ -73,6 +73,52 @@ class LSTMCell(Cell):
         H = self.hidden_size
         scale_gate_leak(self.bias_ih[H:2 * H], self.bias_hh[H:2 * H], m, target)
 
+    # --- closed-form Jacobians (cells.base.HasStateJacobian; docs/lsc.md "Closed-form Jacobians") ----------------
+    def _closed_form(self) -> bool:
+        """Covered: no layer norm, and the step and state maps are this class's own."""
+        return not self.layer_norm and same_methods(self, LSTMCell, ("forward", "output", "stability_state",
+                                                                     "with_stability_state"))
+
+    def _gate_slopes(self, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(d c'/d pre [B, 4, H], d h'/d pre [B, 4, H], f [B, H], d h'/d c' [B, H])``: slopes of c' and h' w.r.t.
+        each gate's pre-activation (gate order i, f, g, o), so that ``d c'/d h = Σ_k (d c'/d pre_k) W_hh,k``."""
+        pre = F.linear(x, self.weight_ih, self.bias_ih) + F.linear(h, self.weight_hh, self.bias_hh)
+        i, f, g, o = pre.chunk(4, -1)
+        i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+        tc = torch.tanh(f * c + i * g)
+        h_per_c = o * (1 - tc * tc)
+        dc = torch.stack([i * (1 - i) * g, f * (1 - f) * c, i * (1 - g * g), torch.zeros_like(i)], 1)
+        dh = h_per_c[:, None] * dc
+        dh[:, 3] = o * (1 - o) * tc
+        return dc, dh, f, h_per_c
+
+    @torch.no_grad()
+    def state_jacobian(self, x: Tensor, state: LSTMState) -> StructuredJacobian | None:
+        """``d [h', c'] / d [h, c]`` ``[B, 2H, 2H]``: the gates' slopes times ``W_hh`` for the h columns,
+        ``diag(o (1 - tanh² c') f)`` and ``diag(f)`` for the c columns. None with layer norm."""
+        if not self._closed_form():
+            return None
+        dc, dh, f, h_per_c = self._gate_slopes(x, state.h, state.c)
+        ones, zeros = torch.ones_like(f), torch.zeros_like(f)
+        diag = torch.stack([torch.stack([zeros, h_per_c * f], 1), torch.stack([zeros, f], 1)], 1)
+        return StructuredJacobian(self.weight_hh, torch.stack([ones, zeros], 1), torch.stack([dh, dc], 1), diag)
+
+    @torch.no_grad()
+    def input_jacobian(self, x: Tensor, state: LSTMState) -> StructuredJacobian | None:
+        """``d [h', c'] / d x`` ``[B, 2H, in]``: the gates' slopes times ``W_ih``."""
+        if not self._closed_form():
+            return None
+        dc, dh, _, _ = self._gate_slopes(x, state.h, state.c)
+        return StructuredJacobian(self.weight_ih, x.new_ones(1, 1, self.input_size).expand(x.shape[0], 1, -1),
+                                  torch.stack([dh, dc], 1))
+
+    @torch.no_grad()
+    def output_jacobian(self, state: LSTMState) -> Tensor | None:
+        """``d h / d [h, c]`` per block ``[B, 2, H]``: ones, zeros (the output is h)."""
+        if not self._closed_form():
+            return None
+        return torch.stack([torch.ones_like(state.h), torch.zeros_like(state.h)], 1)
+
     def stability_state(self, state: LSTMState) -> Tensor:
         return torch.cat([state.h, state.c], dim=-1)
 
@@ -119,6 +165,47 @@ class GRUCell(HiddenStateCell):
         n = torch.tanh(i_n + r * h_n)
         h = (1.0 - z) * n + z * state.h
         return h, HState(h)
+
+    # --- closed-form Jacobians (cells.base.HasStateJacobian; docs/lsc.md "Closed-form Jacobians") ----------------
+    def _slopes(self, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
+        """``(d h'/d [h W_r, h W_z, h W_n] [B, 3, H], d h'/d [x W_ir, x W_iz, x W_in] [B, 3, H], z [B, H])``; None
+        when not covered (layer norm, or a step or state map not this class's own)."""
+        if self.layer_norm or not same_methods(self, GRUCell, ("forward", "output", "stability_state",
+                                                               "with_stability_state")):
+            return None
+        i_r, i_z, i_n = F.linear(x, self.weight_ih, self.bias_ih).chunk(3, -1)
+        h_r, h_z, h_n = F.linear(h, self.weight_hh, self.bias_hh).chunk(3, -1)
+        r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
+        n = torch.tanh(i_n + r * h_n)
+        dn = (1 - z) * (1 - n * n)  # d h' / d (pre-activation of n)
+        dr = dn * h_n * r * (1 - r)
+        dz = (h - n) * z * (1 - z)
+        return torch.stack([dr, dz, dn * r], 1), torch.stack([dr, dz, dn], 1), z
+
+    @torch.no_grad()
+    def state_jacobian(self, x: Tensor, state: HState) -> StructuredJacobian | None:
+        """``d h' / d h`` ``[B, H, H]`` = ``Σ_k diag(slope_k) W_hh,k + diag(z)``. None with layer norm."""
+        got = self._slopes(x, state.h)
+        if got is None:
+            return None
+        ones = torch.ones_like(got[2])[:, None]
+        return StructuredJacobian(self.weight_hh, ones, got[0][:, None], got[2][:, None, None])
+
+    @torch.no_grad()
+    def input_jacobian(self, x: Tensor, state: HState) -> StructuredJacobian | None:
+        """``d h' / d x`` ``[B, H, in]`` = ``Σ_k diag(slope_k) W_ih,k``."""
+        got = self._slopes(x, state.h)
+        if got is None:
+            return None
+        return StructuredJacobian(self.weight_ih, x.new_ones(1, 1, self.input_size).expand(x.shape[0], 1, -1),
+                                  got[1][:, None])
+
+    @torch.no_grad()
+    def output_jacobian(self, state: HState) -> Tensor | None:
+        """``d h / d h`` per block ``[B, 1, H]``: ones."""
+        if self.layer_norm or not same_methods(self, GRUCell, ("output", "stability_state", "with_stability_state")):
+            return None
+        return torch.ones_like(state.h)[:, None]
 
     def forward_sequence(self, x: Tensor, state: HState) -> tuple[Tensor, HState]:
         """All steps, ``x [B, T, input_size] -> (h [B, T, H], final state)``: PyTorch's fused GRU kernel on this

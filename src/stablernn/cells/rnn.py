@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Cell, check_input
+from .base import Cell, StructuredJacobian, check_input, same_methods
 from .init import glorot_uniform_
 
 Activation = Literal["relu", "sigmoid", "tanh", "swish"]
@@ -75,6 +75,41 @@ class ElmanCell(HiddenStateCell):
         else:
             h = self._act(F.linear(x, self.weight_ih, self.bias) + F.linear(state.h, self.weight_hh))
         return h, HState(h)
+
+    # --- closed-form Jacobians (cells.base.HasStateJacobian; docs/lsc.md "Closed-form Jacobians") ----------------
+    def _slope(self, x: Tensor, h: Tensor) -> Tensor | None:
+        """``act'(pre)`` ``[B, H]``; None when not covered (layer norm, or a step or state map not this class's)."""
+        if self.layer_norm or not same_methods(self, ElmanCell, ("forward", "output", "stability_state",
+                                                                 "with_stability_state")):
+            return None
+        pre = F.linear(x, self.weight_ih, self.bias) + F.linear(h, self.weight_hh)
+        if self.activation == "relu":
+            return (pre > 0).to(pre.dtype)  # autograd's relu slope (0 at 0)
+        if self.activation == "tanh":
+            return 1 - torch.tanh(pre) ** 2
+        s = torch.sigmoid(pre)
+        return s * (1 - s) if self.activation == "sigmoid" else s * (1 + pre * (1 - s))  # swish: d(p σ(p))/dp
+
+    @torch.no_grad()
+    def state_jacobian(self, x: Tensor, state: HState) -> StructuredJacobian | None:
+        """``d h'/d h = diag(act'(pre)) W_hh`` ``[B, H, H]``. None with layer norm."""
+        d = self._slope(x, state.h)
+        return None if d is None else StructuredJacobian(self.weight_hh, torch.ones_like(d)[:, None],
+                                                         d[:, None, None])
+
+    @torch.no_grad()
+    def input_jacobian(self, x: Tensor, state: HState) -> StructuredJacobian | None:
+        """``d h'/d x = diag(act'(pre)) W_ih`` ``[B, H, in]``."""
+        d = self._slope(x, state.h)
+        return None if d is None else StructuredJacobian(
+            self.weight_ih, x.new_ones(1, 1, self.input_size).expand(x.shape[0], 1, -1), d[:, None, None])
+
+    @torch.no_grad()
+    def output_jacobian(self, state: HState) -> Tensor | None:
+        """``d h / d h`` per block ``[B, 1, H]``: ones."""
+        if self.layer_norm or not same_methods(self, ElmanCell, ("output", "stability_state", "with_stability_state")):
+            return None
+        return torch.ones_like(state.h)[:, None]
 
     def extra_repr(self) -> str:
         ln = ", layer_norm=True" if self.layer_norm else ""

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..surrogate import SpikeFunction
-from .base import MIN_TIME_CONSTANT, Cell, check_input, split_state
+from .base import MIN_TIME_CONSTANT, Cell, StructuredJacobian, check_input, same_methods, split_state
 from .fast_spiking import spiking_sequence
 from .init import glorot_uniform_
 from .resets import RESETS, Reset
@@ -199,6 +199,76 @@ class LIFCell(Cell):
         """Spikes are recomputed from ``v`` with their surrogate gradient (spec "reoldspike"), so the time Jacobian
         ``v[t-1] -> v[t]`` includes the recurrent and reset paths."""
         return LIFState(s, self.spike(s - self.threshold))
+
+    # --- closed-form Jacobians (cells.base.HasStateJacobian; docs/lsc.md "Closed-form Jacobians") ----------------
+    def _closed_form(self) -> bool:
+        """Covered: the surrogate is a ``SpikeFunction`` (its slope is known) and the step, the recurrent matrix and
+        the state maps are this module's own (a subclass that overrides one, e.g. DECOLLE's forward, is not)."""
+        base = ALIFCell if self.adaptive else LIFCell
+        return isinstance(self.spike, SpikeFunction) and isinstance(self, base) and same_methods(
+            self, base, ("forward", "_step", "recurrent_weight", "with_stability_state", "stability_state", "output"))
+
+    def _spike_slopes(self, state: Any) -> tuple[Tensor, list[Tensor]]:
+        """Spikes recomputed from the stability state (as ``with_stability_state`` does) and ``dz/ds`` per block of
+        ``s``: ``(z [B, n], [f(u)] | [f(u), -β f(u)])``, ``u = v - ϑ - β a``, f the surrogate derivative."""
+        u = state.v - self.threshold - (self.beta * state.a if self.adaptive else 0.0)
+        fp = self.spike.derivative(u)
+        return self.spike(u), [fp, -self.beta * fp] if self.adaptive else [fp]
+
+    @torch.no_grad()
+    def state_jacobian(self, x: Tensor, state: Any) -> StructuredJacobian | None:
+        """``d s[t] / d s[t-1]`` ``[B, d, d]`` in closed form (s = v, or [v, a] for ALIF), the spikes z[t-1] recomputed
+        from s with their surrogate slope, so the recurrent, reset and adaptation paths through z count; the reset
+        path's ``dz`` is dropped when ``detach_reset`` (paper B's step, module docstring). The v rows are
+        ``diag(ρ) R diag(dz/ds) + diagonal`` (ρ = 1 - z for the multiplicative reset, else 1), the a rows diagonal.
+        None if not covered."""
+        if not self._closed_form():
+            return None
+        n = self.hidden_size
+        z, dz = self._spike_slopes(state)
+        R = self.recurrent_weight()
+        delta = self.decay.expand(n)
+        k = len(dz)
+        eye = [1.0] + [0.0] * (k - 1)  # block j of s is v itself (j = 0) or a (j = 1)
+        if self.adaptive:
+            da = self.decay_a.expand(n)
+            thr_new = self.threshold + self.beta * (da * state.a + (1.0 - da) * z)
+            dan = [(1.0 - da) * dz[0], da + (1.0 - da) * dz[1]]  # d a[t] / d (v, a): diagonal
+        else:
+            thr_new, dan = self.threshold, [torch.zeros_like(z)]
+        live = 0.0 if self.detach_reset else 1.0  # the reset term's own dz
+        if self.reset == "subtract":  # v' = δ v + c - ϑ[t] z
+            dv = [eye[j] * delta - live * thr_new * dz[j] - (self.beta * z * dan[j] if self.adaptive else 0.0)
+                  for j in range(k)]  # the last term: through ϑ[t] = ϑ + β a[t]
+        elif self.reset == "multiplicative":  # v' = (δ v + c)(1 - z)
+            c = F.linear(x, self.weight_ih, self.bias) + F.linear(z, R)
+            dv = [eye[j] * delta * (1.0 - z) - live * (delta * state.v + c) * dz[j] for j in range(k)]
+        else:  # mult_leak: v' = δ v (1 - z) + c
+            dv = [eye[j] * delta * (1.0 - z) - live * delta * state.v * dz[j] for j in range(k)]
+        diag = torch.stack([torch.stack(dv, 1)] + ([torch.stack(dan, 1)] if self.adaptive else []), 1)
+        return StructuredJacobian(R, torch.stack(dz, 1), self._row_scale(z, k), diag)
+
+    def _row_scale(self, z: Tensor, k: int) -> Tensor:
+        """``rows [B, k, 1, n]`` of the structured Jacobians: the current enters v scaled by 1 - z under the
+        multiplicative reset (by 1 otherwise) and does not enter a."""
+        rho = 1.0 - z if self.reset == "multiplicative" else torch.ones_like(z)
+        return torch.stack([rho] + [torch.zeros_like(z)] * (k - 1), 1)[:, :, None]
+
+    @torch.no_grad()
+    def input_jacobian(self, x: Tensor, state: Any) -> StructuredJacobian | None:
+        """``d s[t] / d x[t]`` ``[B, d, in]`` at ``state`` (its own z[t-1]): ``diag(ρ) W_ih``; a[t] does not
+        depend on x."""
+        if not self._closed_form():
+            return None
+        cols = x.new_ones(1, 1, self.input_size).expand(x.shape[0], 1, -1)
+        return StructuredJacobian(self.weight_ih, cols, self._row_scale(state.z, 2 if self.adaptive else 1))
+
+    @torch.no_grad()
+    def output_jacobian(self, state: Any) -> Tensor | None:
+        """``d z / d s`` per block ``[B, k, n]`` (``output`` is the spike recomputed from s, elementwise)."""
+        if not self._closed_form():
+            return None
+        return torch.stack(self._spike_slopes(state)[1], 1)
 
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, reset={self.reset}, detach_reset={self.detach_reset}, "

@@ -19,7 +19,8 @@ function serves both engines:
 - **warm**: the same differentiable product at the top eigen/singular pair, but the pair comes from a few
   Rayleigh-Ritz cycles on a small block Krylov space seeded with the basis kept from the previous call on the same
   (family, layer, sample slot) (:class:`WarmState`); a pair that does not converge is restarted cold, then measured
-  by the exact engine. See :func:`warm_radius`.
+  by the exact engine. See :func:`warm_radius`. Its products come from the cells' closed-form Jacobians where they
+  have them (``Transition.closed_form``, ``WARM_CLOSED_FORM_MAX``), else from autograd.
 
 Transitions of a stack (``DeepRNN`` or anything with ``cells``, ``encode``, ``layer_input``, ``layer_output``,
 ``decode``), of a single cell, and of an ``FFN`` are built by :func:`rnn_transitions` and :func:`ffn_transitions`.
@@ -36,10 +37,14 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.func import jacrev, vjp, vmap
+from torch.func import jacfwd, jacrev, vjp, vmap
 
+from ..cells.base import StructuredJacobian
 from .config import ENGINES, MEASURES, Engine, Measure, Rectangular
 
+# Transition.jacobian() in forward mode where the transition allows it (``forward_mode``) and d_out > d_in; False:
+# always reverse mode (benchmarks/lsc_cost.py's "warm autograd", the engine before closed forms)
+FORWARD_MODE = True
 EXACT_MAX_DIM = 256  # "auto" uses the exact engine up to this (square) size; see benchmarks/jacobian_engines.py
 # "warm" uses the exact engine below this size: measured per LSC step (2-layer nets, batch 8, one thread), exact
 # was faster for GRU 16-64 (40 vs 87 ms at 16, 159 vs 237 ms at 64) and LIF 32-64, warm from 128 on (LSTM 64, whose
@@ -61,6 +66,13 @@ class Transition:
     source: Tensor
     context: tuple[Tensor, ...] = ()
     out_size: int | None = None  # d_out when known (saves a forward pass); computed on demand otherwise
+    # closed-form Jacobians ``closed_form(source, *context) -> StructuredJacobian`` (products and ``dense()``, no
+    # gradient), or None where the cell's configuration is not covered (cells.base.HasStateJacobian); only the warm
+    # engine's no-grad part uses it
+    closed_form: Callable[..., StructuredJacobian | None] | None = None
+    # ``jacobian()`` may use forward mode (``jacfwd``: d_in products instead of d_out) when d_out > d_in: set for
+    # functions known to support it (the built-in cells with closed forms; a user's autograd.Function may lack jvp)
+    forward_mode: bool = False
 
     @property
     def batch_size(self) -> int:
@@ -73,7 +85,11 @@ class Transition:
         return lambda s: f(s, *ctx)
 
     def jacobian(self) -> Tensor:
-        """Per-sample Jacobians ``[B, d_out, d_in]`` (differentiable w.r.t. the weights)."""
+        """Per-sample Jacobians ``[B, d_out, d_in]`` (differentiable w.r.t. the weights): reverse mode, or forward
+        mode when ``forward_mode`` and ``d_out > d_in`` (an encoder from 8 inputs to a 512-wide state: 8 products
+        instead of 512; the same exact Jacobian and gradient, tests/test_analytic_jacobians.py)."""
+        if self.forward_mode and FORWARD_MODE and self.out_dim() > self.source.shape[-1]:
+            return vmap(jacfwd(self.fn))(self.source, *self.context)
         return batch_jacobian(self.fn, self.source, *self.context)
 
     def subset(self, index: Tensor | slice) -> Transition:
@@ -406,9 +422,13 @@ def _krylov_ritz(op: Callable[[Tensor], Tensor], V: Tensor, blocks: int, symmetr
         order = theta.abs().argsort(-1, descending=True)[..., :keep]
         theta = theta.gather(-1, order)
         Y = Y.gather(-1, order[:, None, :].expand(-1, Y.shape[1], -1))
-        Q, Z = Q.to(Y.dtype), Z.to(Y.dtype)
-    X = Y.mT @ Q  # Ritz vectors as rows
-    R = Y.mT @ Z - X * theta[..., None]
+    if Y.is_complex():  # real products with the real bases: no complex copies of Q and Z ([B, m, n] each)
+        Yr, Yi = Y.real.mT, Y.imag.mT
+        X = torch.complex(Yr @ Q, Yi @ Q)  # Ritz vectors as rows
+        YZ = torch.complex(Yr @ Z, Yi @ Z)
+    else:
+        X, YZ = Y.mT @ Q, Y.mT @ Z
+    R = YZ - X * theta[..., None]
     res = R.norm(dim=-1) / (theta.abs() * X.norm(dim=-1)).clamp_min(1e-30)
     return theta, X, res, m_max
 
@@ -447,8 +467,42 @@ def _pick(vals: Tensor, vecs: Tensor, res: Tensor, near: Tensor | None) -> tuple
     return vals.gather(-1, i[:, None])[:, 0], x, res.gather(-1, i[:, None])[:, 0]
 
 
-def _jacobian_nograd(tr: Transition) -> Tensor:
+def _closed_form(tr: Transition) -> StructuredJacobian | None:
+    """The transition's closed-form Jacobians (without gradient) while its larger side is at most
+    ``WARM_CLOSED_FORM_MAX``; None without one."""
+    if tr.closed_form is None or max(tr.source.shape[-1], tr.out_dim()) > WARM_CLOSED_FORM_MAX:
+        return None
+    with torch.no_grad():
+        return tr.closed_form(tr.source.detach(), *[c.detach() for c in tr.context])
+
+
+def _jacobian_nograd(tr: Transition, dense_max: int | None = None,
+                     op: StructuredJacobian | None = None) -> Tensor | None:
+    """The Jacobians ``[B, d_out, d_in]`` without gradient: from the closed form ``op`` when given, else by one
+    vmapped backward pass of ``d_out`` vectors while the larger side is at most ``dense_max`` (None: no bound); None
+    when neither applies (the caller then iterates matrix-free)."""
+    if op is not None:
+        return op.dense().to(tr.source.dtype)
+    if dense_max is not None and max(tr.source.shape[-1], tr.out_dim()) > dense_max:
+        return None
     return batch_jacobian(tr.fn, tr.source.detach(), *[c.detach() for c in tr.context])
+
+
+def _products(tr: Transition, dense_max: int) -> tuple[Tensor | None, Callable[[Tensor], Tensor] | None,
+                                                       Callable[[Tensor], Tensor] | None, bool]:
+    """How the warm engine multiplies by ``J`` / ``Jᵀ`` (rows ``[B, k, n]``), no gradient: ``(J, None, None, _)`` to
+    use the materialised Jacobians (closed form up to ``WARM_CLOSED_FORM_DENSE_MAX``, else autograd up to
+    ``dense_max``), or ``(None, mv, rmv, structured)``: structured closed-form products above that (``structured``
+    True), vmapped pullbacks without a closed form."""
+    op = _closed_form(tr)
+    n = max(tr.source.shape[-1], tr.out_dim())
+    if op is not None and n > WARM_CLOSED_FORM_DENSE_MAX:
+        return None, op.mv, op.rmv, True
+    J = _jacobian_nograd(tr, dense_max, op)
+    if J is not None:
+        return J, None, None, op is not None
+    mv, rmv, _, _ = _warm_operators(tr)
+    return None, mv, rmv, False
 
 
 def _warm_operators(tr: Transition) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor], int, int]:
@@ -472,6 +526,15 @@ def _differentiable_pullback(tr: Transition) -> Callable[[Tensor], Tensor]:
 # 128-256: one dense block product costs ~0.3 ms where an autograd product costs ~0.5-1 ms, and the
 # materialisation ~10-30 ms (benchmarks/lsc_cost.py, docs/lsc.md).
 WARM_DENSE_MAX = 256
+# Where a transition has a closed form (Transition.closed_form; cells.base.HasStateJacobian) the warm engine uses it
+# instead of autograd up to this size (larger side): no limit, as it never measured slower (docs/lsc.md "Closed-form
+# Jacobians"); 0 turns the closed forms off (benchmarks/lsc_cost.py's "warm autograd").
+WARM_CLOSED_FORM_MAX = 1 << 30
+# ... and materialises them (a few elementwise ops, one [B, n, n] write) up to this size, iterating with dense batched
+# matmuls; above it every product is one matmul with the shared weights (cells.base.StructuredJacobian). Measured
+# per LSC step (benchmarks/lsc_cost.py --part width, one run each): n = 128 dense 117 vs structured 137 ms (2x64
+# LSTM), 105 vs 137 (2x128 GRU); n = 256 dense 298 vs 277 (2x128 LSTM), 346 vs 300 (2x256 GRU)
+WARM_CLOSED_FORM_DENSE_MAX = 128
 
 
 def _radius_pairs(tr: Transition, right0: Tensor | None, left0: Tensor | None, *, dense_max: int, cycles: int,
@@ -484,19 +547,22 @@ def _radius_pairs(tr: Transition, right0: Tensor | None, left0: Tensor | None, *
                          "engine")
     like = tr.source.detach()
     cyc = cold_cycles if right0 is None or left0 is None else cycles
-    if n <= dense_max:
-        # J and Jᵀ as one batch of 2B operators: the right and left chains share every matmul and Python step
-        J = _jacobian_nograd(tr)
-        both = None if right0 is None or left0 is None else torch.cat([right0, left0])
+    J, mv, rmv, structured = _products(tr, dense_max)
+    joint: Callable[[Tensor], Tensor] | None = None
+    if J is not None:
         # rows: (J v)ᵀ = vᵀ Jᵀ for the right chain, (Jᵀ w)ᵀ = wᵀ J for the left one
         ops = torch.cat([J.mT, J]).contiguous()
-        vals, vecs, res, kept = _ritz_cycles(lambda V: V @ ops, both, n, 2 * B, like, cycles=cyc, symmetric=False,
-                                             **kw)
+        joint = lambda V: V @ ops  # noqa: E731
+    elif structured:
+        joint = lambda V: torch.cat([mv(V[:B]), rmv(V[B:])])  # noqa: E731
+    if joint is not None:
+        # J and Jᵀ as one batch of 2B operators: the right and left chains share every Krylov step's linear algebra
+        both = None if right0 is None or left0 is None else torch.cat([right0, left0])
+        vals, vecs, res, kept = _ritz_cycles(joint, both, n, 2 * B, like, cycles=cyc, symmetric=False, **kw)
         theta, v, res_r = _pick(vals[:B], vecs[:B], res[:B], None)
         _, w, res_l = _pick(vals[B:], vecs[B:], res[B:], theta)
         right, left = kept[:B], kept[B:]
     else:
-        mv, rmv, _, _ = _warm_operators(tr)
         vals, vecs, res, right = _ritz_cycles(mv, right0, n, B, like, cycles=cyc, symmetric=False, **kw)
         theta, v, res_r = _pick(vals, vecs, res, None)
         vals, vecs, res, left = _ritz_cycles(rmv, left0, n, B, like, cycles=cyc, symmetric=False, **kw)
@@ -576,13 +642,12 @@ def _norm_pair(tr: Transition, right0: Tensor | None, *, dense_max: int, cycles:
                kw: dict[str, Any]) -> tuple[Tensor, ...]:
     """Top right singular vector per sample: ``(u = Jv/|Jv|, v, ok, basis)``."""
     B, n = tr.batch_size, tr.source.shape[-1]
-    if max(n, tr.out_dim()) <= dense_max:
-        J = _jacobian_nograd(tr)
+    J, mv, rmv, _ = _products(tr, dense_max)
+    if J is not None:
         JT, G = J.mT.contiguous(), J.mT @ J  # rows: (J v)ᵀ = vᵀ Jᵀ; G is symmetric
         mv = lambda V: V @ JT  # noqa: E731
         gram = lambda V: V @ G  # noqa: E731
     else:
-        mv, rmv, _, _ = _warm_operators(tr)
         gram = lambda V: rmv(mv(V))  # noqa: E731
     vals, vecs, res, right = _ritz_cycles(gram, right0, n, B, tr.source.detach(),
                                           cycles=cold_cycles if right0 is None else cycles, symmetric=True, **kw)
@@ -671,7 +736,10 @@ def transition_measure(tr: Transition, measure: Measure = "radius", engine: Engi
 __all__ = [
     "ENGINES",
     "EXACT_MAX_DIM",
+    "FORWARD_MODE",
     "MEASURES",
+    "WARM_CLOSED_FORM_DENSE_MAX",
+    "WARM_CLOSED_FORM_MAX",
     "WARM_DENSE_MAX",
     "WARM_MIN_DIM",
     "ArnoldiResult",

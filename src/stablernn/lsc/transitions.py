@@ -8,10 +8,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
-from ..cells.base import HasOutput
-from ..models import FFN, as_stack
+from ..cells.base import HasOutput, HasStateJacobian, StructuredJacobian
+from ..models import FFN, DeepRNN, as_stack
 from .config import FAMILIES
 from .measures import Transition
 
@@ -32,6 +33,56 @@ def _time_fn(cell: nn.Module, state_type: type) -> Callable[..., Tensor]:
         state = cell.with_stability_state(_rebuild(state_type, pieces), s[None])
         return cell.stability_state(cell(inp[None], state)[1])[0]
     return fn
+
+
+def _time_closed(cell: nn.Module, state_type: type) -> Callable[..., StructuredJacobian | None] | None:
+    """The closed form of :func:`_time_fn` on a batch (``s [B, d], inp [B, in], *pieces -> [B, d, d]``), when the
+    cell has one (cells.base.HasStateJacobian; it returns None for a configuration it does not cover)."""
+    if not isinstance(cell, HasStateJacobian):
+        return None
+    return lambda s, inp, *pieces: cell.state_jacobian(inp, cell.with_stability_state(state_type(*pieces), s))
+
+
+def _plain_stack(stack: Any) -> bool:
+    """``layer_input`` / ``layer_output`` are DeepRNN's own, so ``h -> layer_input(layer_output(out, inp))`` has
+    Jacobian I in ``out`` (a residual adds ``inp``, which does not depend on the lower state; dropout is off in eval
+    mode, checked per call)."""
+    return isinstance(stack, DeepRNN) and type(stack).layer_input is DeepRNN.layer_input and \
+        type(stack).layer_output is DeepRNN.layer_output
+
+
+def _depth_closed(stack: Any, l: int, below: nn.Module, below_type: type, n_below: int, cell: nn.Module,
+                  state_type: type) -> Callable[..., StructuredJacobian | None] | None:
+    """The closed form of :func:`_depth_fn` on a batch: layer l's ``input_jacobian`` times the lower cell's
+    ``output_jacobian`` (block diagonals, so the product scales columns), when both cells have closed forms
+    and the stack passes outputs up plainly."""
+    if not (isinstance(below, HasStateJacobian) and isinstance(cell, HasStateJacobian) and _plain_stack(stack)):
+        return None
+
+    def closed(s: Tensor, inp_below: Tensor, *pieces: Tensor) -> StructuredJacobian | None:
+        if stack.training and stack.dropout > 0:
+            return None
+        nb = below.with_stability_state(below_type(*pieces[:n_below]), s)
+        D = below.output_jacobian(nb)
+        if D is None:
+            return None
+        h = stack.layer_output(l - 1, below.output(nb), inp_below)
+        Ji = cell.input_jacobian(stack.layer_input(l, h), state_type(*pieces[n_below:]))
+        if Ji is None:
+            return None
+        return Ji.scale_columns(D)
+    return closed
+
+
+def _forward_mode_ok(stack: Any, cell: nn.Module, state: Any) -> bool:
+    """Whether the encoder transition may be differentiated in forward mode: a built-in cell its closed form covers
+    (so every op in its step has a jvp, the surrogate's included), a plain stack and a built-in encoder."""
+    if not (isinstance(cell, HasStateJacobian) and _plain_stack(stack)):
+        return False
+    if not isinstance(stack.encoder, (nn.Identity, nn.Linear, nn.Embedding)):
+        return False
+    with torch.no_grad():
+        return cell.output_jacobian(state) is not None
 
 
 def _from_input_fn(stack: Any, l: int, cell: nn.Module, state_type: type,
@@ -97,24 +148,27 @@ def rnn_transitions(model: Any, x_t: Tensor, states: list[Any],
     for l, cell in enumerate(cells):
         stype = type(states[l])
         if "encoder" in families and l == 0:
+            fwd = _forward_mode_ok(stack, cell, states[0])
             if isinstance(stack.encoder, nn.Embedding) or not x_t.is_floating_point():
                 trs.append(Transition("encoder", 0, _from_input_fn(stack, 0, cell, stype), stack.encode(x_t),
-                                      tuple(states[0]), sdim[0]))
+                                      tuple(states[0]), sdim[0], forward_mode=fwd))
             else:
                 trs.append(Transition("encoder", 0, _from_input_fn(stack, 0, cell, stype, pre=stack.encode), x_t,
-                                      tuple(states[0]), sdim[0]))
+                                      tuple(states[0]), sdim[0], forward_mode=fwd))
         if "depth" in families and l > 0:
             below = cells[l - 1]
             if isinstance(below, HasOutput):
-                fn = _depth_fn(stack, l, below, type(new_states[l - 1]), len(new_states[l - 1]), cell, stype)
-                trs.append(Transition("depth", l, fn, below.stability_state(new_states[l - 1]),
-                                      (inputs[l - 1], *new_states[l - 1], *states[l]), sdim[l]))
+                args = (stack, l, below, type(new_states[l - 1]), len(new_states[l - 1]), cell, stype)
+                trs.append(Transition("depth", l, _depth_fn(*args), below.stability_state(new_states[l - 1]),
+                                      (inputs[l - 1], *new_states[l - 1], *states[l]), sdim[l],
+                                      closed_form=_depth_closed(*args)))
             else:
                 trs.append(Transition("depth", l, _from_input_fn(stack, l, cell, stype), outputs[l - 1],
                                       tuple(states[l]), sdim[l]))
         if "time" in families:
             trs.append(Transition("time", l, _time_fn(cell, stype), cell.stability_state(states[l]),
-                                  (inputs[l], *states[l]), sdim[l]))
+                                  (inputs[l], *states[l]), sdim[l],
+                                  closed_form=_time_closed(cell, stype)))
     if "decoder" in families and logits is not None:
         last = cells[-1]
         if isinstance(last, HasOutput):
