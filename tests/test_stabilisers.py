@@ -31,6 +31,7 @@ from stablernn.train import RunConfig, TrainConfig, fit
 from stablernn.train.stable import (
     AUTO_CONDITIONS,
     FALLBACK_CONDITIONS,
+    IDENTITY_INIT_CELLS,
     LAYER_NORM_CELLS,
     lsuv_for_run,
     resolve_stable,
@@ -372,6 +373,10 @@ def test_resolve_stable_gives_the_classic_cells_layer_norm_and_no_lsc(cell):
     own = resolve_stable(dataclasses.replace(auto, lsc=LSCConfig(target=0.7)))
     assert own.model.layer_norm and own.lsc.target == 0.7
     assert resolve_stable(dataclasses.replace(auto, train=TrainConfig(stable="off"))).model.layer_norm is False
+    # the ReLU cell also gets the identity recurrent init (IRNN), unless the run chose a recurrent init itself
+    assert got.model.rec_init == ("identity" if cell in IDENTITY_INIT_CELLS else "default")
+    chosen = resolve_stable(dataclasses.replace(auto, model=ModelConfig(cell=cell, layers=4, rec_init="orthogonal")))
+    assert chosen.model.rec_init == "orthogonal"
 
 
 def test_train_stable_auto_gives_a_gru_layer_norm_and_no_lsc_from_the_command_line(capsys, tmp_path):
@@ -408,7 +413,7 @@ def test_train_stable_auto_from_the_command_line(capsys, tmp_path):
 
 # --- the benchmark specs ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name,runs", [("stability_auto_gated", 12), ("stability_auto_ln", 54),
-                                       ("stability_auto_relu", 6)])
+                                       ("stability_auto_relu", 6), ("stability_auto_relu_irnn", 6)])
 def test_stable_auto_probe_specs_expand(name, runs):
     from pathlib import Path
 
@@ -416,7 +421,8 @@ def test_stable_auto_probe_specs_expand(name, runs):
     from stablernn.sweep.runner import expand
 
     got = expand(load_spec(Path(__file__).resolve().parents[1] / "experiments" / f"{name}.toml"))
-    assert len(got) == runs and any(r.config.train.stable == "auto" for r in got)
+    assert len(got) == runs
+    assert any(r.config.train.stable == "auto" or r.config.model.rec_init == "identity" for r in got)
     assert all(r.config.model.layers == 4 for r in got)
 
 

@@ -65,10 +65,10 @@ class TrainConfig:
     local_loss: float = option(0.0, "weight of DECOLLE-style per-layer local losses through fixed random readouts "
                                "(0: off); with --cell decolle no error crosses layers")
     # one switch for a stable start (train/stable.py); "off", not "none": a sweep reads "none" as None
-    stable: StableMode = option("off", "auto: layer norm in Elman/GRU/LSTM cells (no LSC); for other cells LSC to "
-                                "radius 1 on the signal edges (lsc.theory.stable_targets) with the activity guard, "
-                                "plus Conditions I+II for LIF/ALIF where they have a root; off: the run's own "
-                                "settings")
+    stable: StableMode = option("off", "auto: layer norm in Elman/GRU/LSTM cells (no LSC; the ReLU cell also IRNN); "
+                                "for other cells LSC to radius 1 on the signal edges (lsc.theory.stable_targets) "
+                                "with the activity guard, plus Conditions I+II for LIF/ALIF where they have a root; "
+                                "off: the run's own settings")
 
     def __post_init__(self) -> None:
         validate_train_config(self)
