@@ -162,6 +162,17 @@ def test_plots_draw_failures_predictions_and_bars(fake_sweep, tmp_path):
     assert "every seed failed" in b.read_text()  # the all-failed configuration is marked, not dropped
 
 
+def test_bars_legend_names_a_hue_missing_at_the_first_x(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    rows = [{"name": f"r{i}", "status": "done", "seed": 0, "cond": c, "fb": f, "test_acc": 0.5 + 0.1 * i}
+            for i, (c, f) in enumerate([("none", "clip"), ("IV", "clip"), ("IV", "match")])]
+    b = plot_bars(rows, tmp_path / "b.svg", x="cond", hue="fb", metric="test_acc")
+    text = b.read_text()
+    assert "clip" in text and "match" in text  # "match" has no bar at the first x value ("none")
+
+
 def test_lsc_rows_infer_none_and_radii(tmp_path):
     for seed in (0, 1):
         for target in (None, 0.5):

@@ -147,7 +147,9 @@ def plot_bars(rows: Sequence[dict[str, Any]], path: str | Path, *, x: str, metri
                 if g is None:
                     continue
                 pos = i - 0.4 + width * (j + 0.5)
-                lab = (format_value(h) if hue else None) if i == 0 else None
+                # every bar carries its hue's label (the legend keeps one per label): a hue absent at the first x
+                # value must still reach the legend
+                lab = format_value(h) if hue else None
                 if g["n"] > 0:
                     sd = g[f"{metric}_sd"]
                     ax.bar(pos, g[f"{metric}_mean"], width * 0.92, yerr=0 if math.isnan(sd) else sd, capsize=2,
