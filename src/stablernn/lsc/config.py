@@ -103,9 +103,11 @@ class LSCConfig:
     warm_min_dim: int = option(128, "warm engine: the exact engine for Jacobians smaller than this (faster there, "
                                "measured)")
     # LSC can meet a radius by silencing a spiking layer (measured: 3-4 of 4 ALIF layers at rate 0 after LSC 0.5);
-    # lsc/activity.py keeps every spiking layer's rate in this range (None: no guard)
-    activity: tuple[float, float] | None = option((0.01, 0.9), "[spiking] firing-rate range every spiking layer "
-                                                  "keeps through LSC (None: no guard)")
+    # lsc/activity.py keeps every spiking layer's rate in this range (None: no guard); the same switch turns on the
+    # gate-saturation guard of gated cells (LSTM / GRU / Li-GRU: lsc.activity.GATE_SATURATION_LIMIT)
+    activity: tuple[float, float] | None = option((0.01, 0.9), "firing-rate range every spiking layer keeps through "
+                                                  "LSC; also turns on the gated cells' gate-saturation guard (None: "
+                                                  "neither guard)")
     # 0 by default: the per-step rate term also fires at a sequence's first steps (state near zero, no spikes), and
     # measured it kept a 2x64 LIF whose rates were in range from converging (1500 steps, decoder 0.91) where the
     # radius loss alone converged in 258; the refit after LSC is what keeps layers active (docs/lsc.md)
