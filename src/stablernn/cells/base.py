@@ -78,6 +78,12 @@ class StructuredJacobian:
     rows: Tensor
     diag: Tensor | None = None
 
+    @classmethod
+    def of_input(cls, weight: Tensor, x: Tensor, rows: Tensor) -> StructuredJacobian:
+        """An input Jacobian ``d s / d x`` for ``x [B, in]``: ``rows`` times the input weight ``weight [G*H, in]``
+        (one input block, no per-sample column scaling, no diagonal part)."""
+        return cls(weight, x.new_ones(1, 1, weight.shape[1]).expand(x.shape[0], 1, -1), rows)
+
     def _sizes(self) -> tuple[int, int, int, int, int, int]:
         B, k_in, m = self.cols.shape
         _, k_out, G, H = self.rows.shape

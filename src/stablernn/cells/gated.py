@@ -82,8 +82,8 @@ class LSTMCell(Cell):
     def _gate_slopes(self, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(d c'/d pre [B, 4, H], d h'/d pre [B, 4, H], f [B, H], d h'/d c' [B, H])``: slopes of c' and h' w.r.t.
         each gate's pre-activation (gate order i, f, g, o), so that ``d c'/d h = Σ_k (d c'/d pre_k) W_hh,k``."""
-        pre = F.linear(x, self.weight_ih, self.bias_ih) + F.linear(h, self.weight_hh, self.bias_hh)
-        i, f, g, o = pre.chunk(4, -1)
+        gi, gh = _gate_inputs(self, x, h, 4)  # no layer norm here (_closed_form)
+        i, f, g, o = (gi + gh).chunk(4, -1)
         i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
         tc = torch.tanh(f * c + i * g)
         h_per_c = o * (1 - tc * tc)
@@ -109,8 +109,7 @@ class LSTMCell(Cell):
         if not self._closed_form():
             return None
         dc, dh, _, _ = self._gate_slopes(x, state.h, state.c)
-        return StructuredJacobian(self.weight_ih, x.new_ones(1, 1, self.input_size).expand(x.shape[0], 1, -1),
-                                  torch.stack([dh, dc], 1))
+        return StructuredJacobian.of_input(self.weight_ih, x, torch.stack([dh, dc], 1))
 
     @torch.no_grad()
     def output_jacobian(self, state: LSTMState) -> Tensor | None:
@@ -173,8 +172,9 @@ class GRUCell(HiddenStateCell):
         if self.layer_norm or not same_methods(self, GRUCell, ("forward", "output", "stability_state",
                                                                "with_stability_state")):
             return None
-        i_r, i_z, i_n = F.linear(x, self.weight_ih, self.bias_ih).chunk(3, -1)
-        h_r, h_z, h_n = F.linear(h, self.weight_hh, self.bias_hh).chunk(3, -1)
+        gi, gh = _gate_inputs(self, x, h, 3)
+        i_r, i_z, i_n = gi.chunk(3, -1)
+        h_r, h_z, h_n = gh.chunk(3, -1)
         r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
         n = torch.tanh(i_n + r * h_n)
         dn = (1 - z) * (1 - n * n)  # d h' / d (pre-activation of n)
@@ -197,8 +197,7 @@ class GRUCell(HiddenStateCell):
         got = self._slopes(x, state.h)
         if got is None:
             return None
-        return StructuredJacobian(self.weight_ih, x.new_ones(1, 1, self.input_size).expand(x.shape[0], 1, -1),
-                                  got[1][:, None])
+        return StructuredJacobian.of_input(self.weight_ih, x, got[1][:, None])
 
     @torch.no_grad()
     def output_jacobian(self, state: HState) -> Tensor | None:

@@ -101,8 +101,7 @@ class ElmanCell(HiddenStateCell):
     def input_jacobian(self, x: Tensor, state: HState) -> StructuredJacobian | None:
         """``d h'/d x = diag(act'(pre)) W_ih`` ``[B, H, in]``."""
         d = self._slope(x, state.h)
-        return None if d is None else StructuredJacobian(
-            self.weight_ih, x.new_ones(1, 1, self.input_size).expand(x.shape[0], 1, -1), d[:, None, None])
+        return None if d is None else StructuredJacobian.of_input(self.weight_ih, x, d[:, None, None])
 
     @torch.no_grad()
     def output_jacobian(self, state: HState) -> Tensor | None:

@@ -260,8 +260,7 @@ class LIFCell(Cell):
         depend on x."""
         if not self._closed_form():
             return None
-        cols = x.new_ones(1, 1, self.input_size).expand(x.shape[0], 1, -1)
-        return StructuredJacobian(self.weight_ih, cols, self._row_scale(state.z, 2 if self.adaptive else 1))
+        return StructuredJacobian.of_input(self.weight_ih, x, self._row_scale(state.z, 2 if self.adaptive else 1))
 
     @torch.no_grad()
     def output_jacobian(self, state: Any) -> Tensor | None:
