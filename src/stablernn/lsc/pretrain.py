@@ -598,12 +598,22 @@ def rescale_weights_(model: Any, radii: dict[tuple[str, int], float], targets: d
     the scales applied. A Lookahead optimizer's slow copy of the weight is scaled too (else its next sync would
     pull the weight half-way back)."""
     weights = rescalable_weights(model)
+    scales = {key: min(max(targets[key[0]] / r, low), high) for key in weights
+              if not (skip and key in skip) and (r := radii.get(key)) is not None and key[0] in targets
+              and math.isfinite(r) and r > 0}
+    return _scale_weights_(weights, scales, optimizer)
+
+
+@torch.no_grad()
+def _scale_weights_(weights: dict[tuple[str, int], Tensor], scales: dict[tuple[str, int], float],
+                    optimizer: torch.optim.Optimizer | None) -> dict[tuple[str, int], float]:
+    """``weights[key] *= scales[key]`` in place for the keys of both, and a Lookahead optimizer's slow copy of each
+    weight with it (else its next sync would pull the weight half-way back); returns the scales applied."""
     done: dict[tuple[str, int], float] = {}
-    for key, w in weights.items():
-        r = radii.get(key)
-        if (skip and key in skip) or r is None or key[0] not in targets or not math.isfinite(r) or r <= 0:
+    for key, m in scales.items():
+        w = weights.get(key)
+        if w is None:
             continue
-        m = min(max(targets[key[0]] / r, low), high)
         w.mul_(m)
         slow = optimizer.state.get(w, {}).get("slow_params") if optimizer is not None else None
         if isinstance(slow, Tensor):
@@ -616,17 +626,16 @@ def _rescale_round(run: _Run, radii: dict[tuple[str, int], float], low: float, h
                    skip_spiking_inputs: bool = False) -> dict[tuple[str, int], float]:
     """:func:`rescale_weights_` within the run's bounds (each weight's total scale within ``RESCALE_TOTAL_RANGE``,
     frozen keys skipped; with ``skip_spiking_inputs`` the input weights of spiking layers are left alone)."""
-    skip = set(run.rescale_frozen)
-    bounded: dict[tuple[str, int], float] = {}
+    scales: dict[tuple[str, int], float] = {}
     for key, r in radii.items():
         total = run.rescale_total.get(key, 1.0)
-        if skip_spiking_inputs and key[0] in ("encoder", "depth") and is_spiking(run.stack.cells[key[1]]):
-            skip.add(key)
-        elif key[0] in run.targets and math.isfinite(r) and r > 0:
-            m = min(max(run.targets[key[0]] / r, low, 1.0 / (RESCALE_TOTAL_RANGE * total)),
-                    high, RESCALE_TOTAL_RANGE / total)
-            bounded[key] = run.targets[key[0]] / m  # the radius that gives exactly this m
-    done = rescale_weights_(run.model, bounded, run.targets, low=0.0, high=math.inf, optimizer=run.opt, skip=skip)
+        if key in run.rescale_frozen or (skip_spiking_inputs and key[0] in ("encoder", "depth")
+                                         and is_spiking(run.stack.cells[key[1]])):
+            continue
+        if key[0] in run.targets and math.isfinite(r) and r > 0:
+            scales[key] = min(max(run.targets[key[0]] / r, low, 1.0 / (RESCALE_TOTAL_RANGE * total)),
+                              high, RESCALE_TOTAL_RANGE / total)
+    done = _scale_weights_(rescalable_weights(run.model), scales, run.opt)
     for key, m in done.items():
         run.rescale_total[key] = run.rescale_total.get(key, 1.0) * m
     return done
