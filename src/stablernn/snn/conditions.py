@@ -482,10 +482,11 @@ class _Solution:
 
 def _solve_gain(p: LayerParams, make_gain, lo: float, hi: float, per_neuron: bool,
                 on_no_root: NoRoot, what: str, hint: str, *, measured_gain=None, default: float | None = None,
-                flat_tol: float = 1e-3) -> _Solution:
+                flat_tol: float = 1e-3, shown: tuple[str, float] | None = None) -> _Solution:
     """Solve ``make_gain(x) = 1`` for x per neuron (or one x for the layer's mean gain); where there is no root,
     ``on_no_root`` decides (see :data:`NoRoot`). ``measured_gain`` is the same gain on measured voltages (match),
-    ``default`` the value kept where the measured gain is flat (moves by less than ``flat_tol`` over the range)."""
+    ``default`` the value kept where the measured gain is flat (moves by less than ``flat_tol`` over the range);
+    ``shown = (name, offset)``: the fallback's text gives values as ``name = x + offset`` (a solve in ``q - 1``)."""
     if on_no_root not in NO_ROOT:
         raise ValueError(f"on_no_root must be one of {', '.join(map(repr, NO_ROOT))}, got {on_no_root!r}")
     n_eq = p.n if per_neuron else 1
@@ -539,8 +540,10 @@ def _solve_gain(p: LayerParams, make_gain, lo: float, hi: float, per_neuron: boo
     if bool((rest & ~flat).any()):
         parts.append(f"least-violating value of the measured-voltage gain for {int((rest & ~flat).sum())}")
     if bool(flat.any()):
-        parts.append(f"default {default:g} kept for {int(flat.sum())} (the measured gain moves by < {flat_tol:g} "
-                     f"over [{lo:g}, {hi:g}])")
+        name, off = shown if shown is not None else ("", 0.0)
+        parts.append(f"default {name + ' = ' if name else ''}{default + off:g} kept for {int(flat.sum())} (the "
+                     f"measured gain moves by < {flat_tol:g} over {name + ' in ' if name else ''}"
+                     f"[{lo + off:g}, {hi + off:g}])")
     return _Solution(x, res.found, bad, "match: " + "; ".join(parts) + f" {unit}")
 
 
@@ -631,14 +634,12 @@ def fit_tail(p: LayerParams, dampening: float | Tensor = 1.0, sharpness: float |
     res = _solve_gain(p, gain_shifted, lo - 1.0, hi - 1.0, per_neuron, on_no_root, "tail q − 1",
                       "Change the dampening γ or sharpness s.",
                       measured_gain=(lambda qm1: measured(qm1 + 1.0)) if samples is not None else None,
-                      default=q_default - 1.0, flat_tol=flat_tol)
+                      default=q_default - 1.0, flat_tol=flat_tol, shown=("q", 1.0))
     q = _per_neuron_value(res.x, p.n) + 1.0
     pred, name = _prediction(gain, measured, q, res, p.n)
-    fallback = (res.fallback.replace(f"default {q_default - 1.0:g} kept", f"default q = {q_default:g} kept")
-                .replace(f"over [{lo - 1.0:g}, {hi - 1.0:g}]", f"over q in [{lo:g}, {hi:g}]"))
     return ConditionReport("tail", "q-PseudoSpike tail q", q, pred, name, 1.0, _per_neuron_value(res.found, p.n),
                            (f"γ {_stat(gamma)}, s {_stat(sharp)}, spikes Bernoulli({rate}), reset={p.reset}",),
-                           fallback)
+                           res.fallback)
 
 
 def _tail_of(sg: Shape, tail: float | None) -> float:
