@@ -54,3 +54,18 @@ def test_snn_design_errors(capsys):
     assert "lif or alif" in capsys.readouterr().err
     assert _run(["snn-design", "--conditions", "I,V", "--width", "8", "--layers", "1"]) == 2
     assert "unknown condition" in capsys.readouterr().err
+
+
+def test_snn_design_fallback_option_reaches_the_design(tmp_path, capsys):
+    """``--fallback`` picks what Condition IV does without a root (the exponential SG has none here)."""
+    got = {}
+    for fb in ("clip", "match"):
+        js = tmp_path / f"{fb}.json"
+        code = _run(["snn-design", "--task", "digits", "--cell", "lif", "--layers", "1", "--width", "16",
+                     "--shape", "exponential", "--conditions", "IV", "--fallback", fb, "--json", str(js)])
+        assert code == 0, capsys.readouterr().err
+        got[fb] = json.loads(js.read_text())["layers_design"][0]["reports"][0]["fallback"]
+    assert got["clip"].startswith("clip:") and got["match"].startswith("match:"), got
+    assert _run(["snn-design", "--width", "8", "--layers", "1", "--fallback", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "nope" in err and "match" in err and "\n" not in err.strip()

@@ -11,6 +11,7 @@ import typer
 from ..cells.spiking import Reset
 from ..io import atomic_savefig, atomic_torch_save, atomic_write_text
 from ..models import CONDITIONS, SPIKING_CELLS, ModelConfig, SpikingCellKind
+from ..snn.conditions import NoRoot
 from ..snn.design import DesignConfig
 from ..surrogate import SurrogateName
 from .app import app
@@ -88,7 +89,8 @@ def sg_plot(
 
 
 def design_for_task(task: str, cell: str, layers: int, width: int, *, tau: float, threshold: float, reset: str,
-                    shape: str, conditions: tuple[str, ...], rate: float, seed: int, data_seed: int = 0):
+                    shape: str, conditions: tuple[str, ...], rate: float, seed: int, data_seed: int = 0,
+                    on_no_root: str = "clip"):
     """Build the network for ``task`` and design its spiking layers. Returns ``(run pieces, designs, stats)``:
     ``(data config, model config, model, task info)``, the designs, and the first layer's input statistics."""
     import torch
@@ -111,7 +113,8 @@ def design_for_task(task: str, cell: str, layers: int, width: int, *, tau: float
     torch.manual_seed(seed)
     model = build_model(model_cfg, info, seed=seed)
     stats = task_stats(info)
-    designs = design_model(model, stats, DesignConfig(shape=shape, conditions=conditions, rate=rate), seed=seed)
+    design = DesignConfig(shape=shape, conditions=conditions, rate=rate, on_no_root=on_no_root)  # type: ignore[arg-type]
+    designs = design_model(model, stats, design, seed=seed, seq_len=info.seq_len)
     return (data_cfg, model_cfg, model, info), designs, stats
 
 
@@ -128,6 +131,7 @@ def snn_design(
     conditions: str = typer.Option("I,II,III,IV", "--conditions", help="conditions to apply, comma-separated "
                                    f"subset of {','.join(CONDITIONS)}"),
     rate: float = typer.Option(0.5, "--rate", help=field_help(DesignConfig, "rate")),
+    fallback: str = choice_option("clip", "--fallback", NoRoot, field_help(DesignConfig, "on_no_root")),
     seed: int = typer.Option(0, "--seed", help="seed of the network's init and the condition draws"),
     train: bool = typer.Option(False, "--train/--no-train", help="then train the designed network through fit"),
     epochs: int = typer.Option(10, "--epochs", help="[--train] epochs"),
@@ -147,7 +151,7 @@ def snn_design(
     conds = tuple(c.strip() for c in conditions.split(",") if c.strip())
     (data_cfg, model_cfg, model, info), designs, stats = design_for_task(
         task, cell, layers, width, tau=tau, threshold=threshold, reset=reset, shape=shape, conditions=conds,
-        rate=rate, seed=seed)
+        rate=rate, seed=seed, on_no_root=fallback)
     typer.echo(f"task {task}: first-layer input mean {stats.mean:.4g}, variance {stats.var:.4g}; "
                f"{cell} {layers}x{width}, tau {tau:g}, threshold {threshold:g}, reset {reset}")
     for l, d in enumerate(designs):
