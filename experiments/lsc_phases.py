@@ -4,7 +4,9 @@ model config, seed, data loader and ``demo_lsc`` LSCConfig; the model built and 
 
 Each phase is the inclusive wall time of one function of ``stablernn.lsc.pretrain`` (wrapped by a timer for the run;
 nested phases are indented, so a parent includes its children). The nets run in one process, in the demo's order, so
-the first LSC pays the process's one-time costs (imports, first calls) as in the demo. One torch thread.
+the first LSC pays the process's one-time costs (first calls) as in the demo; as in ``fit``, the training's optimizer
+is built before LSC (a torch optimizer's first construction imports ``torch._dynamo``, ~1.8 s, which the demo pays in
+its first training run). ``make_lsc_optimizer`` counts its call in ``_start`` too. One torch thread.
 
     OMP_NUM_THREADS=1 python experiments/lsc_phases.py
     OMP_NUM_THREADS=1 python experiments/lsc_phases.py --cells alif --repeat 2    # the second run: warm process
@@ -22,6 +24,7 @@ import torch
 from stablernn.cli.train import demo_configs
 from stablernn.data import load_task
 from stablernn.lsc import pretrain as P
+from stablernn.optim import make_optimizer
 from stablernn.train.loop import build_for_task, seed_everything
 from stablernn.train.stable import resolve_stable
 
@@ -72,6 +75,7 @@ def profile(cell: str, run: Any, data: Any) -> tuple[Timers, Any]:
         seed_everything(run.train.seed)
         run = resolve_stable(run, data.info)
         model = build_for_task(run, data.info)
+        make_optimizer(model.parameters(), run.train.optimizer, run.train.lr, run.train.weight_decay)  # as fit
         batches = [(x, y) for _, (x, y) in zip(range(run.lsc.batches), data.train, strict=False)]
         t = time.perf_counter()
         report = P.lsc_pretrain(model, batches, run.lsc)

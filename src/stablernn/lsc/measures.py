@@ -45,6 +45,9 @@ from .config import ENGINES, MEASURES, Engine, Measure, Rectangular
 # Transition.jacobian() in forward mode where the transition allows it (``forward_mode``) and d_out > d_in; False:
 # always reverse mode (benchmarks/lsc_cost.py's "warm autograd", the engine before closed forms)
 FORWARD_MODE = True
+# Transition.jacobian() from the closed form (no autograd) when no gradient is needed; False: always autograd (the
+# reference in tests and benchmarks)
+CLOSED_FORM_NOGRAD = True
 EXACT_MAX_DIM = 256  # "auto" uses the exact engine up to this (square) size; see benchmarks/jacobian_engines.py
 # "warm" uses the exact engine below this size: measured per LSC step (2-layer nets, batch 8, one thread), exact
 # was faster for GRU 16-64 (40 vs 87 ms at 16, 159 vs 237 ms at 64) and LIF 32-64, warm from 128 on (LSTM 64, whose
@@ -87,7 +90,17 @@ class Transition:
     def jacobian(self) -> Tensor:
         """Per-sample Jacobians ``[B, d_out, d_in]`` (differentiable w.r.t. the weights): reverse mode, or forward
         mode when ``forward_mode`` and ``d_out > d_in`` (an encoder from 8 inputs to a 512-wide state: 8 products
-        instead of 512; the same exact Jacobian and gradient, tests/test_analytic_jacobians.py)."""
+        instead of 512; the same exact Jacobian and gradient, tests/test_analytic_jacobians.py).
+
+        Without gradient (under ``torch.no_grad``, as the before/after report and ``radii_over_time`` run) and with a
+        closed form (``closed_form``), the closed form's ``dense()``: a few elementwise ops instead of ``d`` autograd
+        passes (measured on the demo's 2x128 nets, one thread: 0.4-2 ms vs 9-17 ms per 256 x 256 batch of 8; equal
+        to 1e-7 relative, tests/test_lsc_report.py)."""
+        if not torch.is_grad_enabled() and self.closed_form is not None and CLOSED_FORM_NOGRAD:
+            with torch.no_grad():
+                op = self.closed_form(self.source.detach(), *[c.detach() for c in self.context])
+            if op is not None:
+                return op.dense().to(self.source.dtype)
         if self.forward_mode and FORWARD_MODE and self.out_dim() > self.source.shape[-1]:
             return vmap(jacfwd(self.fn))(self.source, *self.context)
         return batch_jacobian(self.fn, self.source, *self.context)
@@ -734,6 +747,7 @@ def transition_measure(tr: Transition, measure: Measure = "radius", engine: Engi
 
 
 __all__ = [
+    "CLOSED_FORM_NOGRAD",
     "ENGINES",
     "EXACT_MAX_DIM",
     "FORWARD_MODE",
