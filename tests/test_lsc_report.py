@@ -71,3 +71,33 @@ def test_lsc_report_before_is_the_exact_radius():
     rep = lsc_pretrain(net, [x], max_steps=1, progress=False, rescale_weights="off")
     for fam in ref:
         assert rep.before[fam] == pytest.approx(ref[fam], rel=1e-5)
+
+
+def test_deflate_keeps_the_nonzero_eigenvalues():
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(3, 6, 6, generator=g, dtype=torch.float64)
+    J = torch.zeros(3, 9, 9, dtype=torch.float64)
+    keep = torch.tensor([0, 2, 3, 5, 6, 8])
+    J[:, keep[:, None], keep] = A
+    J[:, 1, keep] = torch.randn(3, 6, generator=g, dtype=torch.float64)  # index 1: a zero column, a nonzero row
+    J[:, keep, 4] = torch.randn(3, 6, generator=g, dtype=torch.float64)  # index 4: a zero row, a nonzero column
+    small = measures.deflate(J)
+    assert small.shape == (3, 6, 6)
+    torch.testing.assert_close(measures.spectral_radius(J), torch.linalg.eigvals(A).abs().amax(-1))
+    torch.testing.assert_close(torch.linalg.eigvals(J).abs().amax(-1), torch.linalg.eigvals(A).abs().amax(-1))
+    full = torch.randn(2, 4, 4, generator=g)
+    assert measures.deflate(full) is full
+    assert measures.deflate(torch.zeros(2, 3, 3)).shape == (2, 3, 3)  # all zero: left as it is
+
+
+def test_lstm_depth_radius_by_deflation_equals_eigvals():
+    net = _net("lstm", 16)
+    states = net.initial_states(4)
+    states = net.step(torch.randn(4, 8), states, decode=False).states
+    tr = next(t for t in rnn_transitions(net, torch.randn(4, 8), states, ["depth"]).transitions)
+    with torch.no_grad():
+        J = tr.jacobian()
+        assert measures.deflate(J).shape[-1] == 16  # the c columns (and then nothing else) dropped
+        torch.testing.assert_close(measures.spectral_radius(J), torch.linalg.eigvals(J).abs().amax(-1))
+    r = measures.spectral_radius(tr.jacobian())  # with gradient: the full matrix, differentiable
+    assert r.requires_grad
