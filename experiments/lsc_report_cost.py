@@ -10,6 +10,11 @@ process pays one-time costs, so one warm-up call runs before). Error: the larges
 (family, layer) mean from the reference.
 
     OMP_NUM_THREADS=1 python experiments/lsc_report_cost.py
+    OMP_NUM_THREADS=1 python experiments/lsc_report_cost.py --cells lstm,alif --arnoldi 64,128
+
+``--arnoldi``: instead, the time transitions' radii by Arnoldi on the materialised Jacobians (``measures.arnoldi``,
+that many iterations at most, tol 1e-4, the top Ritz value) against ``eigvals``: CPU seconds for all of them (8
+steps x 2 layers) and the largest relative error per matrix and of their mean.
 """
 from __future__ import annotations
 
@@ -25,6 +30,8 @@ from stablernn.lsc import measures
 from stablernn.lsc.measures import WarmState
 from stablernn.lsc.pretrain import REPORT_WARM_BLOCKS, lsc_pretrain
 from stablernn.lsc.radii import radii_over_time
+from stablernn.lsc.transitions import as_stack, rnn_transitions
+from stablernn.models import detach_states
 from stablernn.train.loop import build_for_task, seed_everything
 
 
@@ -40,14 +47,61 @@ def report(model, x, variant: str) -> dict[str, list[float]]:
         measures.CLOSED_FORM_NOGRAD = True
 
 
+def time_jacobians(model, x) -> list[torch.Tensor]:
+    """The time transitions' Jacobians ``[B, n, n]`` at every step of ``x`` (closed forms, no gradient)."""
+    stack = as_stack(model)
+    states = stack.initial_states(x.shape[0])
+    out = []
+    with torch.no_grad():
+        for x_t in x.unbind(1):
+            res = rnn_transitions(stack, x_t, states, ["time"])
+            out += [tr.jacobian() for tr in res.transitions]
+            states = detach_states(res.states)
+    return out
+
+
+def arnoldi_check(model, x, iters: list[int], label: str) -> None:
+    Js = time_jacobians(model, x)
+    c = time.process_time()
+    ref = torch.stack([measures.spectral_radius(J) for J in Js])
+    ref_s = time.process_time() - c
+    for m in iters:
+        g = torch.Generator().manual_seed(0)
+        c = time.process_time()
+        est = []
+        for J in Js:
+            v0 = torch.randn(J.shape[0], J.shape[-1], generator=g)
+            res = measures.arnoldi(lambda v, J=J: (J @ v[..., None])[..., 0], v0, m, 1e-4, generator=g)
+            est.append(torch.linalg.eigvals(res.H).abs().amax(-1))
+        secs = time.process_time() - c
+        e = torch.stack(est)
+        print(f"| {label} | {m} | {ref_s:.2f} | {secs:.2f} | {100 * float(((e - ref) / ref).abs().max()):.2f}% | "
+              f"{100 * float((e.mean() - ref.mean()) / ref.mean()):.3f}% |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cells", default="lstm,gru,alif")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--arnoldi", default=None, help="comma-separated Arnoldi iteration caps (see above)")
     a = ap.parse_args()
     torch.set_num_threads(1)
     runs = {r.name.removesuffix("-lsc"): r for r in demo_configs("/tmp/lsc_report_cost", lsc=True) if r.lsc}
     data = load_task(next(iter(runs.values())).data)
+    if a.arnoldi:
+        print("| net, weights | Arnoldi iterations | eigvals CPU s | Arnoldi CPU s | largest error | error of mean |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for cell in a.cells.split(","):
+            run = runs[cell]
+            seed_everything(run.train.seed)
+            model = build_for_task(run, data.info)
+            batches = [(x, y) for _, (x, y) in zip(range(run.lsc.batches), data.train, strict=False)]
+            x = batches[0][0][: run.lsc.batch_size]
+            iters = [int(v) for v in a.arnoldi.split(",")]
+            arnoldi_check(model, x, iters, f"2x128 {cell.upper()}, init")
+            lsc_pretrain(model, batches, run.lsc)
+            arnoldi_check(model, x, iters, f"2x128 {cell.upper()}, after LSC")
+        return
     variants = ("warm", "exact autograd", "exact closed form")
     print("| net | weights | " + " | ".join(f"{v} s" for v in variants) + " | warm error | closed-form error |")
     print("|---|---|" + "---:|" * (len(variants) + 2))
