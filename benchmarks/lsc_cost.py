@@ -64,14 +64,16 @@ def _parse(nets: str) -> list[tuple[str, int, int]]:
     return out
 
 
-# the variants of the warm engine: (WARM_CLOSED_FORM_MAX, WARM_DENSE_MAX, WARM_CLOSED_FORM_DENSE_MAX, FORWARD_MODE),
+# the variants of the warm engine: (WARM_CLOSED_FORM_MAX, WARM_DENSE_MAX, WARM_CLOSED_FORM_DENSE_MAX, FORWARD_MODE,
+# CLOSED_FORM_NOGRAD: the exact engine's Jacobians without gradient, i.e. the report's),
 # None = the library's value: closed forms (and the encoder's forward mode) as the library uses them; both off, i.e.
 # the engine before them (autograd dense up to WARM_DENSE_MAX, pullbacks above); off and every product a pullback;
 # on with every product structured (never materialised); on and always materialised
 VARIANTS: dict[str, tuple[int | bool | None, ...]] = {
-    "warm": (None, None, None, None), "warm_autograd": (0, None, None, False), "mf": (0, 0, None, False),
-    "structured": (None, None, 0, None), "cf_dense": (None, None, 1 << 30, None)}
-KNOBS = ("WARM_CLOSED_FORM_MAX", "WARM_DENSE_MAX", "WARM_CLOSED_FORM_DENSE_MAX", "FORWARD_MODE")
+    "warm": (None, None, None, None, None), "warm_autograd": (0, None, None, False, False),
+    "mf": (0, 0, None, False, False), "structured": (None, None, 0, None, None),
+    "cf_dense": (None, None, 1 << 30, None, None)}
+KNOBS = ("WARM_CLOSED_FORM_MAX", "WARM_DENSE_MAX", "WARM_CLOSED_FORM_DENSE_MAX", "FORWARD_MODE", "CLOSED_FORM_NOGRAD")
 
 
 @contextlib.contextmanager

@@ -1,6 +1,7 @@
 """Issue 13, item 3: the LSC optimizer on the demo's three nets (2x128 LSTM / GRU / ALIF, digits rows, the demo's
 LSC settings with a 150-step budget): the papers' AdaBelief + Lookahead at the demo's lr 4e-2 against AdamW at 4e-2,
-2e-2 and 1e-2, in one process (pytorch_optimizer imported once before the timings). Results: docs/lsc.md
+2e-2 and 1e-2, in one process. (When it was run, AdaBelief + Lookahead came from pytorch_optimizer, imported here
+once before the timings; they are stablernn.optim's own since, same trajectory.) Results: docs/lsc.md
 "Fewer steps".
 
     python experiments/lsc_demo_optimizers.py
@@ -10,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import time
 
-import pytorch_optimizer  # noqa: F401  (its one-time import stays out of the timings)
 import torch
 
 from stablernn import DataConfig, build_model, load_task, lsc_pretrain

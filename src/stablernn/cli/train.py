@@ -102,7 +102,9 @@ DEMO_RUNS: dict[str, tuple[ModelConfig, TrainConfig]] = {
 # `stablernn pretrain` runs LSC at its defaults. Budgets 40 / 60 / 80 (from 80 / 120 / 100) since the closed-form
 # weight rescaling (LSCConfig.rescale_weights, default start+step): at these settings the nets converged in 16 / 25 / 40
 # steps (69 / 72 / budget without it; experiments/lsc_steps.py --demo, docs/lsc.md "Fewer steps"), kept ~2x apart
-# because steps to target vary ~2x with the batches.
+# because steps to target vary ~2x with the batches. With the own AdaBelief + Lookahead (no pytorch_optimizer import)
+# and the exact closed-form report (issue 13 part A) LSC took 7.7 / 5.0 / 10.3 s against training's 10.6 / 12.0 /
+# 14.3 s (0.73x / 0.42x / 0.72x; 101 s in all, load ~2; docs/lsc.md "The report and the optimizer import").
 DEMO_LSC_STEPS = {"lstm": 40, "gru": 60, "alif": 80}
 DEMO_LSC_LR = 4e-2
 DEMO_LSC_PATIENCE = 5

@@ -45,6 +45,9 @@ from .config import ENGINES, MEASURES, Engine, Measure, Rectangular
 # Transition.jacobian() in forward mode where the transition allows it (``forward_mode``) and d_out > d_in; False:
 # always reverse mode (benchmarks/lsc_cost.py's "warm autograd", the engine before closed forms)
 FORWARD_MODE = True
+# Transition.jacobian() from the closed form (no autograd) when no gradient is needed; False: always autograd (the
+# reference in tests and benchmarks)
+CLOSED_FORM_NOGRAD = True
 EXACT_MAX_DIM = 256  # "auto" uses the exact engine up to this (square) size; see benchmarks/jacobian_engines.py
 # "warm" uses the exact engine below this size: measured per LSC step (2-layer nets, batch 8, one thread), exact
 # was faster for GRU 16-64 (40 vs 87 ms at 16, 159 vs 237 ms at 64) and LIF 32-64, warm from 128 on (LSTM 64, whose
@@ -87,7 +90,17 @@ class Transition:
     def jacobian(self) -> Tensor:
         """Per-sample Jacobians ``[B, d_out, d_in]`` (differentiable w.r.t. the weights): reverse mode, or forward
         mode when ``forward_mode`` and ``d_out > d_in`` (an encoder from 8 inputs to a 512-wide state: 8 products
-        instead of 512; the same exact Jacobian and gradient, tests/test_analytic_jacobians.py)."""
+        instead of 512; the same exact Jacobian and gradient, tests/test_analytic_jacobians.py).
+
+        Without gradient (under ``torch.no_grad``, as the before/after report and ``radii_over_time`` run) and with a
+        closed form (``closed_form``), the closed form's ``dense()``: a few elementwise ops instead of ``d`` autograd
+        passes (measured on the demo's 2x128 nets, one thread: 0.4-2 ms vs 9-17 ms per 256 x 256 batch of 8; equal
+        to 1e-7 relative, tests/test_lsc_report.py)."""
+        if not torch.is_grad_enabled() and self.closed_form is not None and CLOSED_FORM_NOGRAD:
+            with torch.no_grad():
+                op = self.closed_form(self.source.detach(), *[c.detach() for c in self.context])
+            if op is not None:
+                return op.dense().to(self.source.dtype)
         if self.forward_mode and FORWARD_MODE and self.out_dim() > self.source.shape[-1]:
             return vmap(jacfwd(self.fn))(self.source, *self.context)
         return batch_jacobian(self.fn, self.source, *self.context)
@@ -134,8 +147,30 @@ def square(J: Tensor, generator: torch.Generator | None = None) -> Tensor:
 
 
 def spectral_radius(J: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """``max_i |λ_i(J_b)|`` per sample, ``[B]``, after :func:`square`; differentiable (through ``eigvals``)."""
-    return torch.linalg.eigvals(square(J, generator)).abs().amax(-1)
+    """``max_i |λ_i(J_b)|`` per sample, ``[B]``, after :func:`square`; differentiable (through ``eigvals``).
+
+    Without gradient, indices whose column (then row) is zero in every sample are dropped first (:func:`deflate`):
+    exact, and an LSTM's depth Jacobian (its ``c`` columns are zero) shrinks from 2n to n."""
+    J = square(J, generator)
+    if not (torch.is_grad_enabled() and J.requires_grad):
+        J = deflate(J)
+    return torch.linalg.eigvals(J).abs().amax(-1)
+
+
+def deflate(J: Tensor) -> Tensor:
+    """``J [B, n, n]`` without the indices whose column, then (of what is left) whose row, is zero in every sample.
+
+    Exact for the nonzero eigenvalues: with a zero column ``j``, ``J e_j = 0`` and ``J`` is block triangular after
+    moving ``j`` last, so its eigenvalues are those of ``J`` without row and column ``j``, plus a 0 (a zero row: the
+    same with ``Jᵀ``). Not for gradients: a column that is zero by value may still depend on the weights. Returns
+    ``J`` itself when nothing is zero (and keeps at least one index)."""
+    for dim in (-2, -1):  # amax over rows (-2): a zero column; then over columns: a zero row
+        keep = J.abs().amax(dim=(0, dim)) > 0
+        if bool(keep.all()) or not bool(keep.any()):
+            continue
+        idx = keep.nonzero()[:, 0]
+        J = J.index_select(-1, idx).index_select(-2, idx)
+    return J
 
 
 def spectral_norm(J: Tensor) -> Tensor:
@@ -734,6 +769,7 @@ def transition_measure(tr: Transition, measure: Measure = "radius", engine: Engi
 
 
 __all__ = [
+    "CLOSED_FORM_NOGRAD",
     "ENGINES",
     "EXACT_MAX_DIM",
     "FORWARD_MODE",
@@ -749,6 +785,7 @@ __all__ = [
     "arnoldi",
     "batch_jacobian",
     "choose_engine",
+    "deflate",
     "matrix_free_norm",
     "matrix_free_radius",
     "measure_jacobian",

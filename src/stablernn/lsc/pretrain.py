@@ -448,13 +448,14 @@ def _start(model: nn.Module, xs: list[Tensor], cfg: LSCConfig) -> _Run:
 
 
 # The before/after report with the warm engine: one WarmState carried across the measured time steps, Krylov spaces
-# twice LSC's (24 blocks), and the exact engine below 256 (no faster warm there). Measured on 2x128 nets (digits rows,
-# 8 samples x 8 steps, experiments/lsc_steps.py --report-check): within 0.25% of the exact engine (LSC's own 12 blocks:
-# 1.6% low on LSTM/GRU time radii). Its cost is within this machine's noise: three demos took 117 and 130 s with it,
-# 138 s with the exact report (LSTM LSC 13.9 / 22.6 s vs 23.2 s, same 69 steps); alone, LSTM 5.4 vs 6.7 s, ALIF 2.6
-# vs 1.7 s (docs/lsc.md)
+# twice LSC's (24 blocks), and the exact engine below REPORT_WARM_MIN_DIM. Below 512 the exact engine, whose Jacobians
+# come from the cells' closed forms without gradient (Transition.jacobian), was cheaper than the warm report on every
+# demo net and is the reference itself: measured on 2x128 nets, digits rows, 8 samples x 8 steps
+# (experiments/lsc_report_cost.py): LSTM 3.1 / 1.9 s (init / after LSC) vs warm 3.9 / 3.2 s, ALIF 2.7 / 2.1 vs 3.7 /
+# 4.7 s, GRU (exact either way) 0.8-0.9 s; the warm report was within 0.25% of it. eigvals of the 8 x 256 x 256
+# time Jacobians is most of what is left (~100 ms per transition and step). Not measured between 256 and 512.
 REPORT_WARM_BLOCKS = 24
-REPORT_WARM_MIN_DIM = 256
+REPORT_WARM_MIN_DIM = 512
 
 
 def _radii_means(run: _Run, x: Tensor, state: WarmState | None = None) -> dict[str, list[float]]:
