@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import MIN_TIME_CONSTANT, Cell, check_input, split_state
+from .base import MIN_TIME_CONSTANT, Cell, StructuredJacobian, check_input, same_methods, split_state
 from .reparam import REPARAMS, Reparam, lru_modulus, lru_nu
 
 
@@ -114,6 +114,45 @@ class LRUCell(Cell):
         z = self._zeros(batch_size, self.state_size, device, dtype)
         return LRUState(z, z)
 
+    def input_weights(self) -> tuple[Tensor, Tensor]:
+        """``(b_re, b_im)``, the complex ``B`` through which the input enters the state (cells.base.HasInputWeights):
+        ``d [Re x', Im x'] / d u = [γ B_re; γ B_im]`` is linear in them, so LSC's closed-form rescaling of both by
+        ``m`` moves the encoder / depth radius by exactly ``m`` (docs/lsc.md "The LRU")."""
+        return self.b_re, self.b_im
+
+    # --- closed-form Jacobians (cells.base.HasStateJacobian; docs/lsc.md "Closed-form Jacobians") ----------------
+    def _closed_form(self) -> bool:
+        """Covered: the step and state maps are this class's own."""
+        return same_methods(self, LRUCell, ("forward", "stability_state", "with_stability_state"))
+
+    @torch.no_grad()
+    def state_jacobian(self, x: Tensor, state: LRUState) -> StructuredJacobian | None:
+        """``d [Re x', Im x'] / d [Re x, Im x]`` ``[B, 2N, 2N]``: the blocks ``[[diag(Re λ), -diag(Im λ)],
+        [diag(Im λ), diag(Re λ)]]`` (the real form of ``diag(λ)``, the same for every input), whose radius is
+        ``max |λ|``."""
+        if not self._closed_form():
+            return None
+        mod = lru_modulus(self.nu_log, self.reparam)  # signed for ``best``: the step uses it as it is
+        lam_re, lam_im = mod * torch.cos(self.theta), mod * torch.sin(self.theta)
+        blocks = torch.stack([torch.stack([lam_re, -lam_im]), torch.stack([lam_im, lam_re])])  # [2, 2, N]
+        return StructuredJacobian.of_blocks(blocks.to(state.re.dtype).expand(state.re.shape[0], 2, 2, -1))
+
+    @torch.no_grad()
+    def input_jacobian(self, x: Tensor, state: LRUState) -> StructuredJacobian | None:
+        """``d [Re x', Im x'] / d u = [diag(γ) B_re; diag(γ) B_im]`` ``[B, 2N, in]`` (weight ``[B_re; B_im]``, the
+        real block reading the first part and the imaginary block the second)."""
+        if not self._closed_form():
+            return None
+        gamma = torch.exp(self.gamma_log).to(x.dtype).expand(x.shape[0], -1)
+        zero = torch.zeros_like(gamma)
+        rows = torch.stack([torch.stack([gamma, zero], 1), torch.stack([zero, gamma], 1)], 1)  # [B, 2, 2, N]
+        return StructuredJacobian.of_input(torch.cat([self.b_re, self.b_im]).to(x.dtype), x, rows)
+
+    def output_jacobian(self, state: LRUState) -> Tensor | None:
+        """None: the output ``Re(C x) + D u`` reads the input too, so it is not a function of the state
+        (cells.base.HasOutput) and the depth transition starts at the layer's input."""
+        return None
+
     def forward(self, x: Tensor, state: LRUState) -> tuple[Tensor, LRUState]:
         check_input(self, x)
         y, re, im = lru_step(x, state.re, state.im, nu_log=self.nu_log, theta=self.theta, gamma_log=self.gamma_log,
@@ -163,6 +202,27 @@ class ResLRUCell(Cell):
     def scale_time_constants(self, m: float, target: float | None = None) -> None:
         """The inner LRU's :meth:`LRUCell.scale_time_constants`."""
         self.lru.scale_time_constants(m, target)
+
+    def input_weights(self) -> tuple[Tensor, Tensor]:
+        """The inner LRU's ``(b_re, b_im)``: the block's input reaches its state only through ``B`` (after the
+        projection and the layer norm), so scaling both by ``m`` scales the encoder / depth Jacobian by ``m``."""
+        return self.lru.input_weights()
+
+    # --- closed-form Jacobians: the time transition only (the input passes a layer norm) ---------------------------
+    def state_jacobian(self, x: Tensor, state: LRUState) -> StructuredJacobian | None:
+        """The inner LRU's :meth:`LRUCell.state_jacobian` (the state sees neither the projection, the layer norm nor
+        the GLU); None if this block's step or state maps are overridden."""
+        if not same_methods(self, ResLRUCell, ("forward", "stability_state", "with_stability_state")):
+            return None
+        return self.lru.state_jacobian(x, state)
+
+    def input_jacobian(self, x: Tensor, state: LRUState) -> StructuredJacobian | None:
+        """None: not covered (the layer norm's Jacobian is not of the structured form)."""
+        return None
+
+    def output_jacobian(self, state: LRUState) -> Tensor | None:
+        """None: the block's output reads its input (residual, ``D u``)."""
+        return None
 
     def forward(self, x: Tensor, state: LRUState) -> tuple[Tensor, LRUState]:
         check_input(self, x)

@@ -43,7 +43,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..cells.base import HasInputWeight, MatrixRecurrent, ScalesTimeConstants, is_spiking
+from ..cells.base import HasInputWeight, HasInputWeights, MatrixRecurrent, ScalesTimeConstants, is_spiking
 from ..data.base import TaskData
 from ..io import atomic_write_json
 from ..models import detach_states, eval_mode
@@ -562,24 +562,32 @@ RESCALE_START_TIME_RANGE = 2.0
 RESCALE_MEASURE_STEPS = 4
 
 
-def rescalable_weights(model: Any) -> dict[tuple[str, int], Tensor]:
+# a weight, or a weight kept in parts that are scaled together (the LRU's complex B as b_re, b_im)
+Rescalable = Tensor | tuple[Tensor, ...]
+
+
+def rescalable_weights(model: Any) -> dict[tuple[str, int], Rescalable]:
     """The weight whose scale sets each transition's radius, keyed ``(family, stack layer)``: encoder -> the first
-    cell's ``weight_ih``, depth ``l`` -> cell ``l``'s ``weight_ih`` (:class:`~stablernn.cells.base.HasInputWeight`),
-    time ``l`` -> cell ``l``'s ``weight_hh`` (:class:`~stablernn.cells.base.MatrixRecurrent`) unless the cell has
-    its own clock (``scale_time_constants``: its leak is rescaled instead), decoder -> a linear readout's weight.
-    Only plain parameters (a parametrised or frozen weight is left out); FFNs and cells without these capabilities
-    give nothing to rescale."""
+    cell's ``weight_ih``, depth ``l`` -> cell ``l``'s ``weight_ih`` (:class:`~stablernn.cells.base.HasInputWeight`;
+    a tuple of parts scaled by one factor for :class:`~stablernn.cells.base.HasInputWeights`, the LRU's
+    ``(b_re, b_im)``), time ``l`` -> cell ``l``'s ``weight_hh`` (:class:`~stablernn.cells.base.MatrixRecurrent`)
+    unless the cell has its own clock (``scale_time_constants``: its leak is rescaled instead), decoder -> a linear
+    readout's weight. Only plain parameters (a parametrised or frozen weight is left out); FFNs and cells without
+    these capabilities give nothing to rescale."""
     if is_ffn(model):
         return {}
     stack = as_stack(model)
-    out: dict[tuple[str, int], Tensor] = {}
+    out: dict[tuple[str, int], Rescalable] = {}
 
     def ok(w: Any) -> bool:
         return isinstance(w, nn.Parameter) and w.requires_grad
 
     for l, cell in enumerate(stack.cells):
+        key = ("encoder" if l == 0 else "depth", l)
         if isinstance(cell, HasInputWeight) and ok(cell.weight_ih):
-            out[("encoder" if l == 0 else "depth", l)] = cell.weight_ih
+            out[key] = cell.weight_ih
+        elif isinstance(cell, HasInputWeights) and (parts := tuple(cell.input_weights())) and all(map(ok, parts)):
+            out[key] = parts
         if isinstance(cell, MatrixRecurrent) and not isinstance(cell, ScalesTimeConstants) and ok(cell.weight_hh):
             out[("time", l)] = cell.weight_hh
     readout = getattr(stack, "readout", None)
@@ -605,21 +613,27 @@ def rescale_weights_(model: Any, radii: dict[tuple[str, int], float], targets: d
 
 
 @torch.no_grad()
-def _scale_weights_(weights: dict[tuple[str, int], Tensor], scales: dict[tuple[str, int], float],
+def _scale_weights_(weights: dict[tuple[str, int], Rescalable], scales: dict[tuple[str, int], float],
                     optimizer: torch.optim.Optimizer | None) -> dict[tuple[str, int], float]:
-    """``weights[key] *= scales[key]`` in place for the keys of both, and a Lookahead optimizer's slow copy of each
-    weight with it (else its next sync would pull the weight half-way back); returns the scales applied."""
+    """``weights[key] *= scales[key]`` in place for the keys of both (every part of a tuple), and a Lookahead
+    optimizer's slow copy of each weight with it (else its next sync would pull the weight half-way back); returns
+    the scales applied."""
     done: dict[tuple[str, int], float] = {}
     for key, m in scales.items():
         w = weights.get(key)
         if w is None:
             continue
-        w.mul_(m)
-        slow = optimizer.state.get(w, {}).get("slow_params") if optimizer is not None else None
-        if isinstance(slow, Tensor):
-            slow.mul_(m)
+        for part in _parts(w):
+            part.mul_(m)
+            slow = optimizer.state.get(part, {}).get("slow_params") if optimizer is not None else None
+            if isinstance(slow, Tensor):
+                slow.mul_(m)
         done[key] = m
     return done
+
+
+def _parts(w: Rescalable) -> tuple[Tensor, ...]:
+    return w if isinstance(w, tuple) else (w,)
 
 
 def _rescale_round(run: _Run, radii: dict[tuple[str, int], float], low: float, high: float,
@@ -708,7 +722,8 @@ def _start_time_constants(run: _Run, radii: dict[tuple[str, int], float]) -> Non
 
 
 @torch.no_grad()
-def _undo_silencing(run: _Run, done: dict[tuple[str, int], float], weights: dict[tuple[str, int], Tensor]) -> None:
+def _undo_silencing(run: _Run, done: dict[tuple[str, int], float],
+                    weights: dict[tuple[str, int], Rescalable]) -> None:
     """Undo this round's input-weight scale of every spiking layer now outside the activity range, lowest first
     (a layer pushed out of range from below may recover once its lower layer does), and freeze it."""
     low, high = run.cfg.activity
@@ -717,7 +732,8 @@ def _undo_silencing(run: _Run, done: dict[tuple[str, int], float], weights: dict
         key = ("encoder" if l == 0 else "depth", l)
         if rates[l] is None or low <= rates[l] <= high or key not in done:
             continue
-        weights[key].div_(done[key])
+        for part in _parts(weights[key]):
+            part.div_(done[key])
         run.rescale_total[key] = run.rescale_total.get(key, 1.0) / done[key]
         run.rescale_frozen.add(key)
         rates = spiking_rates(run.model, run.xs)
