@@ -215,3 +215,27 @@ def test_lsc_rescaling_brings_a_small_lru_to_target_sooner():
                            time_limit=None)
         gaps[mode] = max(abs(rep.mean_after(f) - rep.target[f]) for f in ("encoder", "depth"))
     assert gaps["start+step"] < 0.05 < gaps["off"], gaps
+
+
+# --- the time constants: shrinking keeps what is already below the target --------------------------------------
+@pytest.mark.parametrize("reparam", ["exp", "softplus", "best"])
+def test_shrinking_toward_a_target_keeps_the_eigenvalues_below_it(reparam):
+    """``scale_time_constants(m < 1, target)``: |λ| above the target -> |λ|^(1/m), at or below it unchanged (they do
+    not set the radius max |λ|); growing (m > 1) and calls without a target scale every |λ|; phases kept."""
+    torch.manual_seed(0)
+    cell = LRUCell(3, 4, 64, r_min=0.3, r_max=0.99, reparam=reparam)
+    lam = cell.eigenvalues().detach()
+    r = lam.abs()
+    below = r <= 0.6
+    assert 0 < int(below.sum()) < r.numel()
+    cell.scale_time_constants(0.5, target=0.6)
+    new = cell.eigenvalues().detach()
+    torch.testing.assert_close(new.abs()[below], r[below], rtol=1e-6, atol=0)
+    torch.testing.assert_close(new.abs()[~below], r[~below] ** 2, rtol=1e-5, atol=0)
+    torch.testing.assert_close(new / new.abs(), lam / lam.abs(), atol=1e-5, rtol=0)  # the phases
+    r = new.abs()
+    cell.scale_time_constants(2.0, target=0.6)  # growing: all of them
+    torch.testing.assert_close(cell.eigenvalues().detach().abs(), r.sqrt(), rtol=1e-5, atol=0)
+    r = cell.eigenvalues().detach().abs()
+    cell.scale_time_constants(0.5)  # no target: all of them
+    torch.testing.assert_close(cell.eigenvalues().detach().abs(), r**2, rtol=1e-5, atol=0)

@@ -171,7 +171,8 @@ def same_methods(cell: Any, base: type, names: tuple[str, ...]) -> bool:
 class ScalesTimeConstants(Protocol):
     """``scale_time_constants(m, target=None)``: multiply the cell's fixed time constants by ``m`` in place (LSC's
     leak rescaling; ``target`` is the time radius sought, so a cell can stop where shrinking would raise another
-    eigenvalue). Constants must live in parameters or buffers so snapshots and checkpoints carry them."""
+    eigenvalue, or keep the constants that do not set the radius: the LRU's |λ| below it). Constants must live in
+    parameters or buffers so snapshots and checkpoints carry them."""
 
     def scale_time_constants(self, m: float, target: float | None = None) -> None: ...
 

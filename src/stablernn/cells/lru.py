@@ -96,9 +96,21 @@ class LRUCell(Cell):
     def scale_time_constants(self, m: float, target: float | None = None) -> None:
         """Every |λ| → |λ|^(1/m) in place (the time constant -1/log|λ| = exp(-ν) times m, never below
         ``MIN_TIME_CONSTANT``); phases kept. LSC calls it: the time radius is max |λ|, and the gradient of a max
-        moves one eigenvalue per step. ``target`` is not needed: the radius is max |λ| itself."""
+        moves one eigenvalue per step. When shrinking (m < 1) with a ``target`` in (0, 1), the eigenvalues already at
+        or below it are kept: they do not set the radius, and shrinking them only shortens the memory (one common
+        factor from the ring init's max |λ| 0.99 down to 0.5 sends most |λ| to the floor; docs/lsc.md "The LRU")."""
         if not m > 0:
             raise ValueError(f"time-constant scale must be > 0, got {m}")
+        before = self.nu_log.clone()
+        keep = lru_modulus(before, self.reparam).abs() <= target if m < 1 and target is not None and \
+            0.0 < target < 1.0 else None
+        self._scale_all(m)
+        if keep is not None:
+            self.nu_log.copy_(torch.where(keep, before, self.nu_log))
+
+    @torch.no_grad()
+    def _scale_all(self, m: float) -> None:
+        """Every |λ| → |λ|^(1/m) (no target)."""
         if self.reparam == "exp":
             self.nu_log.sub_(math.log(m)).clamp_(max=-math.log(MIN_TIME_CONSTANT))
             return
