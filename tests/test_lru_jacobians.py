@@ -239,3 +239,24 @@ def test_shrinking_toward_a_target_keeps_the_eigenvalues_below_it(reparam):
     r = cell.eigenvalues().detach().abs()
     cell.scale_time_constants(0.5)  # no target: all of them
     torch.testing.assert_close(cell.eigenvalues().detach().abs(), r**2, rtol=1e-5, atol=0)
+
+
+def test_time_constant_rescaling_moves_the_lookahead_slow_copy():
+    """LSC's per-step time-constant scaling moves ``ν`` and, with it, Lookahead's slow copy of ``ν`` by the same
+    amount (else the next sync pulls ``ν`` half-way back); parameters it does not move keep their slow copies."""
+    from stablernn.lsc.config import LSCConfig
+    from stablernn.lsc.pretrain import _rescale_time_constants, make_lsc_optimizer
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(cell="lru", layers=2, width=8), input_size=4, output_size=3, seq_len=4)
+    opt = make_lsc_optimizer([p for p in model.parameters() if p.requires_grad], LSCConfig())
+    trs = [t for t in rnn_transitions(model, torch.rand(2, 4), model.initial_states(2)).transitions
+           if t.family == "time"]
+    cell = model.cells[1]
+    nu, slow = cell.nu_log.detach().clone(), opt.state[cell.nu_log]["slow_params"].clone()
+    b_slow = opt.state[cell.b_re]["slow_params"].clone()
+    _rescale_time_constants(model, trs, [0.99, 0.99], 0.5, 0.15, opt)
+    moved = cell.nu_log.detach() - nu
+    assert float(moved.abs().max()) > 0.1  # |λ| above the target shrank
+    torch.testing.assert_close(opt.state[cell.nu_log]["slow_params"], slow + moved)
+    assert torch.equal(opt.state[cell.b_re]["slow_params"], b_slow)

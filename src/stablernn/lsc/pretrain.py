@@ -388,7 +388,7 @@ def _descend(run: _Run, terms: list[tuple[Transition, Tensor]], new_states: list
     radii = [float(r.detach().mean()) for _, r in terms]  # batch means of this step's measured radii
     if run.cfg.rescale_time and run.stack is not None:
         _rescale_time_constants(run.stack, [tr for tr, _ in terms], radii, run.targets.get("time"),
-                                run.cfg.rescale_clip)
+                                run.cfg.rescale_clip, run.opt)
     if run.cfg.rescale_weights in ("step", "start+step") and run.stack is not None:
         clip = run.cfg.rescale_clip
         _rescale_round(run, {(tr.family, tr.layer): r for (tr, _), r in zip(terms, radii, strict=True)},
@@ -534,16 +534,35 @@ def lsc_pretrain(model: nn.Module, batches: Any, config: LSCConfig | None = None
 
 
 def _rescale_time_constants(stack: Any, transitions: list[Transition], radii: list[float], target: float | None,
-                            clip: float) -> None:
+                            clip: float, optimizer: torch.optim.Optimizer | None = None) -> None:
     """τ → m·τ with ``m = clip(target / radius, 1 - clip, 1 + clip)`` for each measured time transition (``radii``:
     its batch-mean radius) whose cell has ``scale_time_constants`` (a radius above target shortens the memory, one
-    below lengthens it)."""
+    below lengthens it). A Lookahead ``optimizer``'s slow copy of each parameter the scaling moved (the LRU's ``ν``,
+    the LSTM's forget-gate bias, a learnable τ) is moved by the same amount: else every sync (each 6 steps) pulls
+    it half-way back (measured on a 2x128 LRU: 49-50 steps to target with this, 58-59 without; docs/lsc.md)."""
     if target is None:
         return
     for tr, radius in zip(transitions, radii, strict=True):
         cell = stack.cells[tr.layer]
         if tr.family == "time" and isinstance(cell, ScalesTimeConstants) and math.isfinite(radius) and radius > 0:
+            slow = _slow_copies(cell, optimizer)
+            before = [p.detach().clone() for p, _ in slow]
             cell.scale_time_constants(min(max(target / radius, 1.0 - clip), 1.0 + clip), target)
+            with torch.no_grad():
+                for (p, s), b in zip(slow, before, strict=True):
+                    s.add_(p.detach() - b)
+
+
+def _slow_copies(module: nn.Module, optimizer: torch.optim.Optimizer | None) -> list[tuple[Tensor, Tensor]]:
+    """``(parameter, Lookahead slow copy)`` for the module's parameters that the optimizer keeps a slow copy of."""
+    if optimizer is None:
+        return []
+    out = []
+    for p in module.parameters():
+        slow = optimizer.state.get(p, {}).get("slow_params")
+        if isinstance(slow, Tensor):
+            out.append((p, slow))
+    return out
 
 
 # --- closed-form weight rescaling (issue 13, item 3; docs/lsc.md "Fewer steps") -------------------------------------
