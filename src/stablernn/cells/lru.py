@@ -194,6 +194,10 @@ class ResLRUCell(Cell):
     """Residual LRU block (as paper A's code): ``x' = Dense(x)`` (if widths differ) -> ``u = LayerNorm(x')`` -> LRU ->
     ``out = x' + Drop(GLU(Drop(GELU(y))))`` with ``GLU(y) = σ(y W1 + b1) ⊙ (y W3 + b3)``.
 
+    No ``input_weights`` (cells.base.HasInputWeights), unlike the bare LRU: the layer norm makes its encoder and depth
+    radii depend on the data, LSC's per-step rescaling of the inner ``B`` then chased them, and the saved weights
+    ended off target (measured: docs/lsc.md "The LRU").
+
     ``dropout`` is the block's internal dropout (the papers' code fixed it at 0.1; default here 0.0).
     """
 
@@ -214,11 +218,6 @@ class ResLRUCell(Cell):
     def scale_time_constants(self, m: float, target: float | None = None) -> None:
         """The inner LRU's :meth:`LRUCell.scale_time_constants`."""
         self.lru.scale_time_constants(m, target)
-
-    def input_weights(self) -> tuple[Tensor, Tensor]:
-        """The inner LRU's ``(b_re, b_im)``: the block's input reaches its state only through ``B`` (after the
-        projection and the layer norm), so scaling both by ``m`` scales the encoder / depth Jacobian by ``m``."""
-        return self.lru.input_weights()
 
     # --- closed-form Jacobians: the time transition only (the input passes a layer norm) ---------------------------
     def state_jacobian(self, x: Tensor, state: LRUState) -> StructuredJacobian | None:
