@@ -1,5 +1,5 @@
 """The LRU's closed-form Jacobians (cells.base.HasStateJacobian) against autograd in float64, the radius of its time
-transition (max |λ|) through the warm engine, and its input weights (cells.base.HasInputWeights) under LSC's
+transition (max |λ|) through the warm engine, and its input weights (cells.base.HasInputWeightParts) under LSC's
 closed-form rescaling (docs/lsc.md "The LRU")."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from stablernn.cells import LRUCell, ResLRUCell
-from stablernn.cells.base import HasInputWeights, HasStateJacobian, StructuredJacobian
+from stablernn.cells.base import HasInputWeightParts, HasStateJacobian, StructuredJacobian
 from stablernn.data import DataConfig, load_task
 from stablernn.lsc.measures import WarmState, batch_jacobian, spectral_norm, spectral_radius, transition_measure
 from stablernn.lsc.pretrain import lsc_pretrain, rescalable_weights, rescale_weights_
@@ -161,7 +161,7 @@ def test_warm_engine_gives_max_abs_lambda(phase):
 def test_lru_input_weights_are_b_re_b_im():
     torch.manual_seed(0)
     lru = build_model(ModelConfig(cell="lru", layers=2, width=8), input_size=4, output_size=3, seq_len=4)
-    assert all(isinstance(c, HasInputWeights) for c in lru.cells)
+    assert all(isinstance(c, HasInputWeightParts) for c in lru.cells)
     w = rescalable_weights(lru)
     assert set(w) == {("encoder", 0), ("depth", 1), ("decoder", 1)}
     for key, l in ((("encoder", 0), 0), (("depth", 1), 1)):
@@ -171,7 +171,7 @@ def test_lru_input_weights_are_b_re_b_im():
     assert ("depth", 1) not in rescalable_weights(lru)
     # the residual block keeps its B to the gradient (its radii depend on the data through the layer norm)
     res = build_model(ModelConfig(cell="reslru", layers=2, width=8), input_size=4, output_size=3, seq_len=4)
-    assert not any(isinstance(c, HasInputWeights) for c in res.cells)
+    assert not any(isinstance(c, HasInputWeightParts) for c in res.cells)
     assert set(rescalable_weights(res)) == {("decoder", 1)}
 
 

@@ -248,13 +248,13 @@ class HasInputWeight(Protocol):
 
 
 @runtime_checkable
-class HasInputWeights(Protocol):
-    """An input weight kept in parts that LSC's closed-form rescaling scales by one factor, ``input_weights() ->
+class HasInputWeightParts(Protocol):
+    """An input weight kept in parts that LSC's closed-form rescaling scales by one factor, ``input_weight_parts() ->
     (W_1, ..., W_k)``: the LRU's complex ``B`` as its real and imaginary parts (``b_re``, ``b_im``). Like
     :class:`HasInputWeight`, everything the cell receives from below must enter its state through them, so that
     scaling all parts by ``m`` scales the encoder / depth Jacobian by ``m``."""
 
-    def input_weights(self) -> tuple[Tensor, ...]: ...
+    def input_weight_parts(self) -> tuple[Tensor, ...]: ...
 
 
 def is_spiking(cell: Any) -> bool:

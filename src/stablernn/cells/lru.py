@@ -126,10 +126,11 @@ class LRUCell(Cell):
         z = self._zeros(batch_size, self.state_size, device, dtype)
         return LRUState(z, z)
 
-    def input_weights(self) -> tuple[Tensor, Tensor]:
-        """``(b_re, b_im)``, the complex ``B`` through which the input enters the state (cells.base.HasInputWeights):
-        ``d [Re x', Im x'] / d u = [γ B_re; γ B_im]`` is linear in them, so LSC's closed-form rescaling of both by
-        ``m`` moves the encoder / depth radius by exactly ``m`` (docs/lsc.md "The LRU")."""
+    def input_weight_parts(self) -> tuple[Tensor, Tensor]:
+        """``(b_re, b_im)``, the complex ``B`` through which the input enters the state
+        (cells.base.HasInputWeightParts): ``d [Re x', Im x'] / d u = [γ B_re; γ B_im]`` is linear in them, so LSC's
+        closed-form rescaling of both by ``m`` moves the encoder / depth radius by exactly ``m`` (docs/lsc.md "The
+        LRU")."""
         return self.b_re, self.b_im
 
     # --- closed-form Jacobians (cells.base.HasStateJacobian; docs/lsc.md "Closed-form Jacobians") ----------------
@@ -194,9 +195,9 @@ class ResLRUCell(Cell):
     """Residual LRU block (as paper A's code): ``x' = Dense(x)`` (if widths differ) -> ``u = LayerNorm(x')`` -> LRU ->
     ``out = x' + Drop(GLU(Drop(GELU(y))))`` with ``GLU(y) = σ(y W1 + b1) ⊙ (y W3 + b3)``.
 
-    No ``input_weights`` (cells.base.HasInputWeights), unlike the bare LRU: the layer norm makes its encoder and depth
-    radii depend on the data, LSC's per-step rescaling of the inner ``B`` then chased them, and the saved weights
-    ended off target (measured: docs/lsc.md "The LRU").
+    No ``input_weight_parts`` (cells.base.HasInputWeightParts), unlike the bare LRU: the layer norm makes its encoder
+    and depth radii depend on the data, LSC's per-step rescaling of the inner ``B`` then chased them, and the saved
+    weights ended off target (measured: docs/lsc.md "The LRU").
 
     ``dropout`` is the block's internal dropout (the papers' code fixed it at 0.1; default here 0.0).
     """

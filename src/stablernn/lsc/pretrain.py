@@ -43,7 +43,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..cells.base import HasInputWeight, HasInputWeights, MatrixRecurrent, ScalesTimeConstants, is_spiking
+from ..cells.base import HasInputWeight, HasInputWeightParts, MatrixRecurrent, ScalesTimeConstants, is_spiking
 from ..data.base import TaskData
 from ..io import atomic_write_json
 from ..models import detach_states, eval_mode
@@ -588,7 +588,7 @@ Rescalable = Tensor | tuple[Tensor, ...]
 def rescalable_weights(model: Any) -> dict[tuple[str, int], Rescalable]:
     """The weight whose scale sets each transition's radius, keyed ``(family, stack layer)``: encoder -> the first
     cell's ``weight_ih``, depth ``l`` -> cell ``l``'s ``weight_ih`` (:class:`~stablernn.cells.base.HasInputWeight`;
-    a tuple of parts scaled by one factor for :class:`~stablernn.cells.base.HasInputWeights`, the LRU's
+    a tuple of parts scaled by one factor for :class:`~stablernn.cells.base.HasInputWeightParts`, the LRU's
     ``(b_re, b_im)``), time ``l`` -> cell ``l``'s ``weight_hh`` (:class:`~stablernn.cells.base.MatrixRecurrent`)
     unless the cell has its own clock (``scale_time_constants``: its leak is rescaled instead), decoder -> a linear
     readout's weight. Only plain parameters (a parametrised or frozen weight is left out); FFNs and cells without
@@ -605,7 +605,8 @@ def rescalable_weights(model: Any) -> dict[tuple[str, int], Rescalable]:
         key = ("encoder" if l == 0 else "depth", l)
         if isinstance(cell, HasInputWeight) and ok(cell.weight_ih):
             out[key] = cell.weight_ih
-        elif isinstance(cell, HasInputWeights) and (parts := tuple(cell.input_weights())) and all(map(ok, parts)):
+        elif isinstance(cell, HasInputWeightParts) and callable(cell.input_weight_parts) and \
+                (parts := tuple(cell.input_weight_parts())) and all(map(ok, parts)):
             out[key] = parts
         if isinstance(cell, MatrixRecurrent) and not isinstance(cell, ScalesTimeConstants) and ok(cell.weight_hh):
             out[("time", l)] = cell.weight_hh
