@@ -103,8 +103,9 @@ def test_which_weight_feeds_which_transition():
     # cells with a clock of their own (scale_time_constants: the LSTM's forget gate, a LIF's τ) keep it for time
     assert ("time", 0) not in rescalable_weights(lstm) and ("depth", 1) in rescalable_weights(lstm)
     assert not any(k[0] == "time" for k in rescalable_weights(lif))
-    lru = _model("lru")  # no weight_ih / weight_hh: only its readout
-    assert set(rescalable_weights(lru)) == {("decoder", 1)}
+    lru = _model("lru")  # no weight_ih / weight_hh: its complex B as one pair (HasInputWeightParts), a clock for time
+    assert set(rescalable_weights(lru)) == {("encoder", 0), ("depth", 1), ("decoder", 1)}
+    assert rescalable_weights(lru)[("depth", 1)] == (lru.cells[1].b_re, lru.cells[1].b_im)
 
 
 def test_a_model_without_the_capability_is_untouched(digits):

@@ -84,6 +84,14 @@ class StructuredJacobian:
         (one input block, no per-sample column scaling, no diagonal part)."""
         return cls(weight, x.new_ones(1, 1, weight.shape[1]).expand(x.shape[0], 1, -1), rows)
 
+    @classmethod
+    def of_blocks(cls, diag: Tensor) -> StructuredJacobian:
+        """A purely block-diagonal Jacobian, ``diag [B, k_out, k_in, H]`` (no shared weight: ``G = 0``, an empty
+        ``weight [0, H]``), e.g. the LRU's time transition, 2 x 2 blocks of ``diag(Re λ)``, ``diag(Im λ)``."""
+        B, k_out, k_in, H = diag.shape
+        return cls(diag.new_zeros(0, H), diag.new_ones(1, 1, H).expand(B, k_in, H), diag.new_zeros(B, k_out, 0, H),
+                   diag)
+
     def _sizes(self) -> tuple[int, int, int, int, int, int]:
         B, k_in, m = self.cols.shape
         _, k_out, G, H = self.rows.shape
@@ -163,7 +171,8 @@ def same_methods(cell: Any, base: type, names: tuple[str, ...]) -> bool:
 class ScalesTimeConstants(Protocol):
     """``scale_time_constants(m, target=None)``: multiply the cell's fixed time constants by ``m`` in place (LSC's
     leak rescaling; ``target`` is the time radius sought, so a cell can stop where shrinking would raise another
-    eigenvalue). Constants must live in parameters or buffers so snapshots and checkpoints carry them."""
+    eigenvalue, or keep the constants that do not set the radius: the LRU's |λ| below it). Constants must live in
+    parameters or buffers so snapshots and checkpoints carry them."""
 
     def scale_time_constants(self, m: float, target: float | None = None) -> None: ...
 
@@ -236,6 +245,16 @@ class HasInputWeight(Protocol):
     and depth radii (with :class:`MatrixRecurrent`'s ``weight_hh`` for the time radius of cells without a clock)."""
 
     weight_ih: Tensor
+
+
+@runtime_checkable
+class HasInputWeightParts(Protocol):
+    """An input weight kept in parts that LSC's closed-form rescaling scales by one factor, ``input_weight_parts() ->
+    (W_1, ..., W_k)``: the LRU's complex ``B`` as its real and imaginary parts (``b_re``, ``b_im``). Like
+    :class:`HasInputWeight`, everything the cell receives from below must enter its state through them, so that
+    scaling all parts by ``m`` scales the encoder / depth Jacobian by ``m``."""
+
+    def input_weight_parts(self) -> tuple[Tensor, ...]: ...
 
 
 def is_spiking(cell: Any) -> bool:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import MIN_TIME_CONSTANT, Cell, check_input, split_state
+from .base import MIN_TIME_CONSTANT, Cell, StructuredJacobian, check_input, same_methods, split_state
 from .reparam import REPARAMS, Reparam, lru_modulus, lru_nu
 
 
@@ -96,9 +96,21 @@ class LRUCell(Cell):
     def scale_time_constants(self, m: float, target: float | None = None) -> None:
         """Every |λ| → |λ|^(1/m) in place (the time constant -1/log|λ| = exp(-ν) times m, never below
         ``MIN_TIME_CONSTANT``); phases kept. LSC calls it: the time radius is max |λ|, and the gradient of a max
-        moves one eigenvalue per step. ``target`` is not needed: the radius is max |λ| itself."""
+        moves one eigenvalue per step. When shrinking (m < 1) with a ``target`` in (0, 1), the eigenvalues already at
+        or below it are kept: they do not set the radius, and shrinking them only shortens the memory (one common
+        factor from the ring init's max |λ| 0.99 down to 0.5 sends most |λ| to the floor; docs/lsc.md "The LRU")."""
         if not m > 0:
             raise ValueError(f"time-constant scale must be > 0, got {m}")
+        before = self.nu_log.clone()
+        keep = lru_modulus(before, self.reparam).abs() <= target if m < 1 and target is not None and \
+            0.0 < target < 1.0 else None
+        self._scale_all(m)
+        if keep is not None:
+            self.nu_log.copy_(torch.where(keep, before, self.nu_log))
+
+    @torch.no_grad()
+    def _scale_all(self, m: float) -> None:
+        """Every |λ| → |λ|^(1/m) (no target)."""
         if self.reparam == "exp":
             self.nu_log.sub_(math.log(m)).clamp_(max=-math.log(MIN_TIME_CONSTANT))
             return
@@ -113,6 +125,46 @@ class LRUCell(Cell):
     def initial_state(self, batch_size: int, *, device: Any = None, dtype: Any = None) -> LRUState:
         z = self._zeros(batch_size, self.state_size, device, dtype)
         return LRUState(z, z)
+
+    def input_weight_parts(self) -> tuple[Tensor, Tensor]:
+        """``(b_re, b_im)``, the complex ``B`` through which the input enters the state
+        (cells.base.HasInputWeightParts): ``d [Re x', Im x'] / d u = [γ B_re; γ B_im]`` is linear in them, so LSC's
+        closed-form rescaling of both by ``m`` moves the encoder / depth radius by exactly ``m`` (docs/lsc.md "The
+        LRU")."""
+        return self.b_re, self.b_im
+
+    # --- closed-form Jacobians (cells.base.HasStateJacobian; docs/lsc.md "Closed-form Jacobians") ----------------
+    def _closed_form(self) -> bool:
+        """Covered: the step and state maps are this class's own."""
+        return same_methods(self, LRUCell, ("forward", "stability_state", "with_stability_state"))
+
+    @torch.no_grad()
+    def state_jacobian(self, x: Tensor, state: LRUState) -> StructuredJacobian | None:
+        """``d [Re x', Im x'] / d [Re x, Im x]`` ``[B, 2N, 2N]``: the blocks ``[[diag(Re λ), -diag(Im λ)],
+        [diag(Im λ), diag(Re λ)]]`` (the real form of ``diag(λ)``, the same for every input), whose radius is
+        ``max |λ|``."""
+        if not self._closed_form():
+            return None
+        mod = lru_modulus(self.nu_log, self.reparam)  # signed for ``best``: the step uses it as it is
+        lam_re, lam_im = mod * torch.cos(self.theta), mod * torch.sin(self.theta)
+        blocks = torch.stack([torch.stack([lam_re, -lam_im]), torch.stack([lam_im, lam_re])])  # [2, 2, N]
+        return StructuredJacobian.of_blocks(blocks.to(state.re.dtype).expand(state.re.shape[0], 2, 2, -1))
+
+    @torch.no_grad()
+    def input_jacobian(self, x: Tensor, state: LRUState) -> StructuredJacobian | None:
+        """``d [Re x', Im x'] / d u = [diag(γ) B_re; diag(γ) B_im]`` ``[B, 2N, in]`` (weight ``[B_re; B_im]``, the
+        real block reading the first part and the imaginary block the second)."""
+        if not self._closed_form():
+            return None
+        gamma = torch.exp(self.gamma_log).to(x.dtype).expand(x.shape[0], -1)
+        zero = torch.zeros_like(gamma)
+        rows = torch.stack([torch.stack([gamma, zero], 1), torch.stack([zero, gamma], 1)], 1)  # [B, 2, 2, N]
+        return StructuredJacobian.of_input(torch.cat([self.b_re, self.b_im]).to(x.dtype), x, rows)
+
+    def output_jacobian(self, state: LRUState) -> Tensor | None:
+        """None: the output ``Re(C x) + D u`` reads the input too, so it is not a function of the state
+        (cells.base.HasOutput) and the depth transition starts at the layer's input."""
+        return None
 
     def forward(self, x: Tensor, state: LRUState) -> tuple[Tensor, LRUState]:
         check_input(self, x)
@@ -143,6 +195,10 @@ class ResLRUCell(Cell):
     """Residual LRU block (as paper A's code): ``x' = Dense(x)`` (if widths differ) -> ``u = LayerNorm(x')`` -> LRU ->
     ``out = x' + Drop(GLU(Drop(GELU(y))))`` with ``GLU(y) = σ(y W1 + b1) ⊙ (y W3 + b3)``.
 
+    No ``input_weight_parts`` (cells.base.HasInputWeightParts), unlike the bare LRU: the layer norm makes its encoder
+    and depth radii depend on the data, LSC's per-step rescaling of the inner ``B`` then chased them, and the saved
+    weights ended off target (measured: docs/lsc.md "The LRU").
+
     ``dropout`` is the block's internal dropout (the papers' code fixed it at 0.1; default here 0.0).
     """
 
@@ -163,6 +219,22 @@ class ResLRUCell(Cell):
     def scale_time_constants(self, m: float, target: float | None = None) -> None:
         """The inner LRU's :meth:`LRUCell.scale_time_constants`."""
         self.lru.scale_time_constants(m, target)
+
+    # --- closed-form Jacobians: the time transition only (the input passes a layer norm) ---------------------------
+    def state_jacobian(self, x: Tensor, state: LRUState) -> StructuredJacobian | None:
+        """The inner LRU's :meth:`LRUCell.state_jacobian` (the state sees neither the projection, the layer norm nor
+        the GLU); None if this block's step or state maps are overridden."""
+        if not same_methods(self, ResLRUCell, ("forward", "stability_state", "with_stability_state")):
+            return None
+        return self.lru.state_jacobian(x, state)
+
+    def input_jacobian(self, x: Tensor, state: LRUState) -> StructuredJacobian | None:
+        """None: not covered (the layer norm's Jacobian is not of the structured form)."""
+        return None
+
+    def output_jacobian(self, state: LRUState) -> Tensor | None:
+        """None: the block's output reads its input (residual, ``D u``)."""
+        return None
 
     def forward(self, x: Tensor, state: LRUState) -> tuple[Tensor, LRUState]:
         check_input(self, x)

@@ -43,7 +43,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..cells.base import HasInputWeight, MatrixRecurrent, ScalesTimeConstants, is_spiking
+from ..cells.base import HasInputWeight, HasInputWeightParts, MatrixRecurrent, ScalesTimeConstants, is_spiking
 from ..data.base import TaskData
 from ..io import atomic_write_json
 from ..models import detach_states, eval_mode
@@ -388,7 +388,7 @@ def _descend(run: _Run, terms: list[tuple[Transition, Tensor]], new_states: list
     radii = [float(r.detach().mean()) for _, r in terms]  # batch means of this step's measured radii
     if run.cfg.rescale_time and run.stack is not None:
         _rescale_time_constants(run.stack, [tr for tr, _ in terms], radii, run.targets.get("time"),
-                                run.cfg.rescale_clip)
+                                run.cfg.rescale_clip, run.opt)
     if run.cfg.rescale_weights in ("step", "start+step") and run.stack is not None:
         clip = run.cfg.rescale_clip
         _rescale_round(run, {(tr.family, tr.layer): r for (tr, _), r in zip(terms, radii, strict=True)},
@@ -535,16 +535,35 @@ def lsc_pretrain(model: nn.Module, batches: Any, config: LSCConfig | None = None
 
 
 def _rescale_time_constants(stack: Any, transitions: list[Transition], radii: list[float], target: float | None,
-                            clip: float) -> None:
+                            clip: float, optimizer: torch.optim.Optimizer | None = None) -> None:
     """τ → m·τ with ``m = clip(target / radius, 1 - clip, 1 + clip)`` for each measured time transition (``radii``:
     its batch-mean radius) whose cell has ``scale_time_constants`` (a radius above target shortens the memory, one
-    below lengthens it)."""
+    below lengthens it). A Lookahead ``optimizer``'s slow copy of each parameter the scaling moved (the LRU's ``ν``,
+    the LSTM's forget-gate bias, a learnable τ) is moved by the same amount: else every sync (each 6 steps) pulls
+    it half-way back (measured on a 2x128 LRU: 49-50 steps to target with this, 58-59 without; docs/lsc.md)."""
     if target is None:
         return
     for tr, radius in zip(transitions, radii, strict=True):
         cell = stack.cells[tr.layer]
         if tr.family == "time" and isinstance(cell, ScalesTimeConstants) and math.isfinite(radius) and radius > 0:
+            slow = _slow_copies(cell, optimizer)
+            before = [p.detach().clone() for p, _ in slow]
             cell.scale_time_constants(min(max(target / radius, 1.0 - clip), 1.0 + clip), target)
+            with torch.no_grad():
+                for (p, s), b in zip(slow, before, strict=True):
+                    s.add_(p.detach() - b)
+
+
+def _slow_copies(module: nn.Module, optimizer: torch.optim.Optimizer | None) -> list[tuple[Tensor, Tensor]]:
+    """``(parameter, Lookahead slow copy)`` for the module's parameters that the optimizer keeps a slow copy of."""
+    if optimizer is None:
+        return []
+    out = []
+    for p in module.parameters():
+        slow = optimizer.state.get(p, {}).get("slow_params")
+        if isinstance(slow, Tensor):
+            out.append((p, slow))
+    return out
 
 
 # --- closed-form weight rescaling (issue 13, item 3; docs/lsc.md "Fewer steps") -------------------------------------
@@ -563,24 +582,33 @@ RESCALE_START_TIME_RANGE = 2.0
 RESCALE_MEASURE_STEPS = 4
 
 
-def rescalable_weights(model: Any) -> dict[tuple[str, int], Tensor]:
+# a weight, or a weight kept in parts that are scaled together (the LRU's complex B as b_re, b_im)
+Rescalable = Tensor | tuple[Tensor, ...]
+
+
+def rescalable_weights(model: Any) -> dict[tuple[str, int], Rescalable]:
     """The weight whose scale sets each transition's radius, keyed ``(family, stack layer)``: encoder -> the first
-    cell's ``weight_ih``, depth ``l`` -> cell ``l``'s ``weight_ih`` (:class:`~stablernn.cells.base.HasInputWeight`),
-    time ``l`` -> cell ``l``'s ``weight_hh`` (:class:`~stablernn.cells.base.MatrixRecurrent`) unless the cell has
-    its own clock (``scale_time_constants``: its leak is rescaled instead), decoder -> a linear readout's weight.
-    Only plain parameters (a parametrised or frozen weight is left out); FFNs and cells without these capabilities
-    give nothing to rescale."""
+    cell's ``weight_ih``, depth ``l`` -> cell ``l``'s ``weight_ih`` (:class:`~stablernn.cells.base.HasInputWeight`;
+    a tuple of parts scaled by one factor for :class:`~stablernn.cells.base.HasInputWeightParts`, the LRU's
+    ``(b_re, b_im)``), time ``l`` -> cell ``l``'s ``weight_hh`` (:class:`~stablernn.cells.base.MatrixRecurrent`)
+    unless the cell has its own clock (``scale_time_constants``: its leak is rescaled instead), decoder -> a linear
+    readout's weight. Only plain parameters (a parametrised or frozen weight is left out); FFNs and cells without
+    these capabilities give nothing to rescale."""
     if is_ffn(model):
         return {}
     stack = as_stack(model)
-    out: dict[tuple[str, int], Tensor] = {}
+    out: dict[tuple[str, int], Rescalable] = {}
 
     def ok(w: Any) -> bool:
         return isinstance(w, nn.Parameter) and w.requires_grad
 
     for l, cell in enumerate(stack.cells):
+        key = ("encoder" if l == 0 else "depth", l)
         if isinstance(cell, HasInputWeight) and ok(cell.weight_ih):
-            out[("encoder" if l == 0 else "depth", l)] = cell.weight_ih
+            out[key] = cell.weight_ih
+        elif isinstance(cell, HasInputWeightParts) and callable(cell.input_weight_parts) and \
+                (parts := tuple(cell.input_weight_parts())) and all(map(ok, parts)):
+            out[key] = parts
         if isinstance(cell, MatrixRecurrent) and not isinstance(cell, ScalesTimeConstants) and ok(cell.weight_hh):
             out[("time", l)] = cell.weight_hh
     readout = getattr(stack, "readout", None)
@@ -606,21 +634,27 @@ def rescale_weights_(model: Any, radii: dict[tuple[str, int], float], targets: d
 
 
 @torch.no_grad()
-def _scale_weights_(weights: dict[tuple[str, int], Tensor], scales: dict[tuple[str, int], float],
+def _scale_weights_(weights: dict[tuple[str, int], Rescalable], scales: dict[tuple[str, int], float],
                     optimizer: torch.optim.Optimizer | None) -> dict[tuple[str, int], float]:
-    """``weights[key] *= scales[key]`` in place for the keys of both, and a Lookahead optimizer's slow copy of each
-    weight with it (else its next sync would pull the weight half-way back); returns the scales applied."""
+    """``weights[key] *= scales[key]`` in place for the keys of both (every part of a tuple), and a Lookahead
+    optimizer's slow copy of each weight with it (else its next sync would pull the weight half-way back); returns
+    the scales applied."""
     done: dict[tuple[str, int], float] = {}
     for key, m in scales.items():
         w = weights.get(key)
         if w is None:
             continue
-        w.mul_(m)
-        slow = optimizer.state.get(w, {}).get("slow_params") if optimizer is not None else None
-        if isinstance(slow, Tensor):
-            slow.mul_(m)
+        for part in _parts(w):
+            part.mul_(m)
+            slow = optimizer.state.get(part, {}).get("slow_params") if optimizer is not None else None
+            if isinstance(slow, Tensor):
+                slow.mul_(m)
         done[key] = m
     return done
+
+
+def _parts(w: Rescalable) -> tuple[Tensor, ...]:
+    return w if isinstance(w, tuple) else (w,)
 
 
 def _rescale_round(run: _Run, radii: dict[tuple[str, int], float], low: float, high: float,
@@ -709,7 +743,8 @@ def _start_time_constants(run: _Run, radii: dict[tuple[str, int], float]) -> Non
 
 
 @torch.no_grad()
-def _undo_silencing(run: _Run, done: dict[tuple[str, int], float], weights: dict[tuple[str, int], Tensor]) -> None:
+def _undo_silencing(run: _Run, done: dict[tuple[str, int], float],
+                    weights: dict[tuple[str, int], Rescalable]) -> None:
     """Undo this round's input-weight scale of every spiking layer now outside the activity range, lowest first
     (a layer pushed out of range from below may recover once its lower layer does), and freeze it."""
     low, high = run.cfg.activity
@@ -718,7 +753,8 @@ def _undo_silencing(run: _Run, done: dict[tuple[str, int], float], weights: dict
         key = ("encoder" if l == 0 else "depth", l)
         if rates[l] is None or low <= rates[l] <= high or key not in done:
             continue
-        weights[key].div_(done[key])
+        for part in _parts(weights[key]):
+            part.div_(done[key])
         run.rescale_total[key] = run.rescale_total.get(key, 1.0) / done[key]
         run.rescale_frozen.add(key)
         rates = spiking_rates(run.model, run.xs)
