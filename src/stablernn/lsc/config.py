@@ -64,7 +64,8 @@ class LSCConfig:
     # issue 13: most of the radius gap at init is a scale; multiplying the weights that feed a transition by
     # target / radius moves its radius by that factor (exactly where the transition is linear in them). start+step
     # measured fewest steps to target on 2x128 nets, digits rows (off -> start+step: LSTM 117 -> 31, GRU 143 -> 43,
-    # ALIF 217 -> 55, 5x64 GRU 142 -> 46; 2x128 LRU 400 (budget) -> 49 once its B = (b_re, b_im) is rescaled; docs/lsc.md "Fewer steps")
+    # ALIF 217 -> 55, 5x64 GRU 142 -> 46; 2x128 LRU 400 (budget) -> 49 once its B = (b_re, b_im) is rescaled;
+    # docs/lsc.md "Fewer steps")
     rescale_weights: RescaleWeights = option("start+step", "closed-form rescaling of the weights feeding each "
                                              "transition (first layer's / layer l's input weights, the readout, the "
                                              "recurrent weights of cells without a clock) by target / radius: off, "
