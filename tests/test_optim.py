@@ -126,3 +126,17 @@ def test_loads_a_pytorch_optimizer_checkpoint():
     ours.load_state_dict(copy.deepcopy(ref.state_dict()))
     for pa, pb in zip(_trajectory(net, ref, x, y, 10), _trajectory(net2, ours, x, y, 10), strict=True):
         assert torch.allclose(pa, pb, rtol=0, atol=1e-6)
+
+
+def test_public_api_exports_the_papers_optimizer():
+    import stablernn
+
+    assert stablernn.AdaBelief is AdaBelief and stablernn.Lookahead is Lookahead
+    net, x, y = _problem(1)
+    opt = stablernn.Lookahead(stablernn.AdaBelief(net.parameters(), lr=1e-2, rectify=True), k=2, alpha=0.5)
+    before = torch.nn.functional.mse_loss(net(x), y).item()
+    for _ in range(20):
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(net(x), y).backward()
+        opt.step()
+    assert torch.nn.functional.mse_loss(net(x), y).item() < before

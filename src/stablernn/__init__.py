@@ -36,6 +36,7 @@ from .lsc.pretrain import LSCReport, lsc_pretrain
 from .lsc.radii import radii_over_time
 from .lsc.theory import stable_targets, theory_targets
 from .models import FFN, DeepRNN, ModelConfig, build_model
+from .optim import AdaBelief, Lookahead
 from .snn.conditions import TaskStats
 from .snn.design import DesignConfig, apply_design_, design_model, stability_design
 from .snn.fluctuation_init import fluctuation_init_
@@ -50,6 +51,7 @@ __all__ = [
     "FFN",
     "ALIFCell",
     "ActivityReport",
+    "AdaBelief",
     "Cell",
     "DataConfig",
     "DecolleCell",
@@ -66,6 +68,7 @@ __all__ = [
     "LSTMCell",
     "LiGRUCell",
     "LoadedRun",
+    "Lookahead",
     "MissingDependencyError",
     "ModelConfig",
     "NonFiniteError",
