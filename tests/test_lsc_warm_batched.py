@@ -88,10 +88,17 @@ def test_fast_jacobian_falls_back_without_batch_fn():
     torch.testing.assert_close(fast_jacobian(tr), A)
 
 
+@pytest.mark.parametrize("how", ["dense", "stacked"])
 @pytest.mark.parametrize("kind", ["lstm", "alif", "gru"])
-def test_grouped_call_gives_each_transition_its_own_radius_and_gradient(kind):
-    """All square transitions of a net through one warm_radii call, against one call each (same Krylov budget
-    covering the whole space at width 8: both exact) and against eigvals, gradients included."""
+def test_grouped_call_gives_each_transition_its_own_radius_and_gradient(monkeypatch, kind, how):
+    """All square transitions of a net through one warm_radii call (materialised closed forms in one matmul, or
+    structured ones stacked), against one call each (same Krylov budget covering the whole space at width 8: both
+    exact) and against eigvals, gradients included."""
+    if how == "stacked":
+        monkeypatch.setattr(measures, "WARM_CLOSED_FORM_DENSE_MAX", 0)
+        stacked = []
+        real = measures._stacked
+        monkeypatch.setattr(measures, "_stacked", lambda ops: stacked.append(len(ops)) or real(ops))
     model, trs = _model_transitions(kind, width=8)
     sq = [tr for tr in trs if tr.source.shape[-1] == tr.out_dim()]
     assert len(sq) >= 3
@@ -99,6 +106,9 @@ def test_grouped_call_gives_each_transition_its_own_radius_and_gradient(kind):
     state = WarmState()
     grouped = warm_radii(sq, state, blocks=8)
     assert state.stats.exact == 0
+    if how == "stacked":
+        # one stacked operator for all those with closed forms (a GRU's 8 -> 8 encoder has none: a call of its own)
+        assert stacked == [sum(tr.closed_form is not None for tr in sq)]
     assert set(state.bases) == {(tr.family, tr.layer, "radius") for tr in sq}
     for tr, r in zip(sq, grouped, strict=True):
         one = warm_radius(tr, blocks=8)  # no gradient taken: its graph is left alone

@@ -552,16 +552,23 @@ def _products(tr: Transition, dense_max: int) -> tuple[Tensor | None, Callable[[
     """How the warm engine multiplies by ``J`` / ``Jᵀ`` (rows ``[B, k, n]``), no gradient: ``(J, None, None, _)`` to
     use the materialised Jacobians (closed form up to ``WARM_CLOSED_FORM_DENSE_MAX``, else autograd up to
     ``dense_max``), or ``(None, mv, rmv, structured)``: structured closed-form products above that (``structured``
-    True), vmapped pullbacks without a closed form."""
+    True), vmapped pullbacks without a closed form. The last value says whether the closed form was used."""
+    J, mv, rmv, op = _products_op(tr, dense_max)
+    return J, mv, rmv, op is not None
+
+
+def _products_op(tr: Transition, dense_max: int) -> tuple[Tensor | None, Callable[[Tensor], Tensor] | None,
+                                                          Callable[[Tensor], Tensor] | None, StructuredJacobian | None]:
+    """:func:`_products` with the closed form itself (None when not used) in place of the flag."""
     op = _closed_form(tr)
     n = max(tr.source.shape[-1], tr.out_dim())
     if op is not None and n > WARM_CLOSED_FORM_DENSE_MAX:
-        return None, op.mv, op.rmv, True
+        return None, op.mv, op.rmv, op
     J = _jacobian_nograd(tr, dense_max, op)
     if J is not None:
-        return J, None, None, op is not None
+        return J, None, None, op
     mv, rmv, _, _ = _warm_operators(tr)
-    return None, mv, rmv, False
+    return None, mv, rmv, None
 
 
 def _warm_operators(tr: Transition) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor], int, int]:
@@ -610,20 +617,75 @@ WARM_CLOSED_FORM_MAX = 1 << 30
 WARM_CLOSED_FORM_DENSE_MAX = 128
 
 
-def _joint(tr: Transition, dense_max: int) -> tuple[Callable[[Tensor], Tensor] | None, Tensor | None,
-                                                      Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
-    """``J`` and ``Jᵀ`` of one square transition as one batch of 2B operators on rows ``[2B, k, n]`` (right chain
-    first): ``(joint, ops, mv, rmv)``, ``ops [2B, n, n]`` when materialised (else None), ``joint`` None when the
-    products are vmapped pullbacks (then the two chains run apart, ``mv`` and ``rmv``)."""
-    B = tr.batch_size
-    J, mv, rmv, structured = _products(tr, dense_max)
-    if J is not None:
-        # rows: (J v)ᵀ = vᵀ Jᵀ for the right chain, (Jᵀ w)ᵀ = wᵀ J for the left one
-        ops = torch.cat([J.mT, J]).contiguous()
-        return (lambda V: V @ ops), ops, (lambda V: V @ J.mT), (lambda V: V @ J)
-    if structured:
-        return (lambda V: torch.cat([mv(V[:B]), rmv(V[B:])])), None, mv, rmv  # type: ignore[misc]
-    return None, None, mv, rmv  # type: ignore[return-value]
+def _stacked(ops: list[StructuredJacobian]) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]] | None:
+    """Products of several structured Jacobians of the same shapes (and batch) as one: ``V [T*B, K, n_in] ->
+    [T*B, K, n_out]`` for ``J`` and for ``Jᵀ`` (transition t on rows ``[t*B, (t+1)*B)``), with their weights stacked
+    ``[T, G*H, m]`` (one batched matmul) and everything else elementwise over ``T*B`` rows, the same algebra as
+    :meth:`StructuredJacobian.mv` / ``rmv``; a missing diagonal part counts as zero. None when the shapes differ."""
+    first = ops[0]
+    shapes = {(o.weight.shape, o.cols.shape, o.rows.shape) for o in ops}
+    diags = {o.diag.shape for o in ops if o.diag is not None}
+    if len(shapes) != 1 or len(diags) > 1:
+        return None
+    T = len(ops)
+    B, k_in, m = first.cols.shape
+    _, k_out, G, H = first.rows.shape
+    W = torch.stack([o.weight for o in ops])  # [T, G*H, m]
+    cols = torch.cat([o.cols for o in ops])  # [T*B, k_in, m]
+    rows = torch.cat([o.rows for o in ops])  # [T*B, k_out, G, H]
+    diag = None if not diags else torch.cat([o.diag if o.diag is not None else
+                                             first.rows.new_zeros(B, *next(iter(diags))[1:]) for o in ops])
+
+    def mv(V: Tensor) -> Tensor:
+        K = V.shape[1]
+        s = V.reshape(T * B, K, k_in, m)
+        q = (s * cols[:, None]).sum(2).reshape(T, B * K, m)
+        p = (q @ W.mT).reshape(T * B, K, 1, G, H)
+        out = (rows[:, None] * p).sum(3)
+        if diag is not None:
+            out = out + (diag[:, None] * s[:, :, None]).sum(3)
+        return out.reshape(T * B, K, k_out * H)
+
+    def rmv(U: Tensor) -> Tensor:
+        K = U.shape[1]
+        u = U.reshape(T * B, K, k_out, H)
+        p = (rows[:, None] * u[:, :, :, None]).sum(2).reshape(T, B * K, G * H)
+        s = (p @ W).reshape(T * B, K, 1, m) * cols[:, None]
+        if diag is not None:
+            s = s + (diag[:, None] * u[:, :, :, None]).sum(2)
+        return s.reshape(T * B, K, k_in * m)
+    return mv, rmv
+
+
+def _group_operator(trs: list[Transition], dense_max: int
+                    ) -> tuple[Callable[[Tensor], Tensor] | None, Callable[[Tensor], Tensor] | None,
+                               Callable[[Tensor], Tensor] | None]:
+    """``J`` and ``Jᵀ`` of every transition in ``trs`` as one batch of operators on rows, rights first: rows
+    ``[0, ΣB)`` are the right chains (``(J v)ᵀ = vᵀ Jᵀ``), rows ``[ΣB, 2ΣB)`` the left ones (``(Jᵀ w)ᵀ = wᵀ J``),
+    each in the order of ``trs``. Materialised Jacobians: one batched matmul; structured closed forms of the same
+    shapes: stacked (:func:`_stacked`); else one product per transition. ``(joint, None, None)``, or for a single
+    transition with vmapped pullbacks ``(None, mv, rmv)`` (its chains run apart); ``(None, None, None)`` for
+    several transitions when one of them has pullbacks only (they then run one by one)."""
+    prods = [_products_op(tr, dense_max) for tr in trs]
+    if any(J is None and op is None for J, _, _, op in prods):
+        return (None, prods[0][1], prods[0][2]) if len(trs) == 1 else (None, None, None)
+    sizes = [tr.batch_size for tr in trs]
+    TB = sum(sizes)
+    if all(J is not None for J, *_ in prods):
+        ops = torch.cat([J.mT for J, *_ in prods] + [J for J, *_ in prods]).contiguous()  # type: ignore[union-attr]
+        return (lambda V: V @ ops), None, None
+    both = _stacked([op for *_, op in prods]) if all(J is None for J, *_ in prods) and len(set(sizes)) == 1 \
+        else None  # type: ignore[misc]
+    if both is not None:
+        mv, rmv = both
+        return (lambda V: torch.cat([mv(V[:TB]), rmv(V[TB:])])), None, None
+    fwd = [(lambda V, J=J: V @ J.mT) if J is not None else mv for J, mv, _, _ in prods]
+    back = [(lambda V, J=J: V @ J) if J is not None else rmv for J, _, rmv, _ in prods]
+
+    def joint(V: Tensor) -> Tensor:
+        rs, ls = V[:TB].split(sizes), V[TB:].split(sizes)
+        return torch.cat([f(x) for f, x in zip(fwd, rs, strict=True)] + [g(x) for g, x in zip(back, ls, strict=True)])
+    return joint, None, None
 
 
 def _check_square(tr: Transition) -> None:
@@ -645,39 +707,32 @@ def _radius_pairs_group(trs: list[Transition], starts: list[tuple[Tensor, Tensor
     n = trs[0].source.shape[-1]
     like = trs[0].source.detach()
     cyc = cold_cycles if starts is None else cycles
-    parts = [_joint(tr, dense_max) for tr in trs]
-    if len(trs) == 1 and parts[0][0] is None:
-        tr, (_, _, mv, rmv) = trs[0], parts[0]
+    joint, mv, rmv = _group_operator(trs, dense_max)
+    if joint is None and mv is not None:  # one transition, vmapped pullbacks: two chains
+        tr = trs[0]
         right0, left0 = (None, None) if starts is None else starts[0]
         vals, vecs, res, right = _ritz_cycles(mv, right0, n, tr.batch_size, like, cycles=cyc, symmetric=False, **kw)
         theta, v, res_r = _pick(vals, vecs, res, None)
-        vals, vecs, res, left = _ritz_cycles(rmv, left0, n, tr.batch_size, like, cycles=cyc, symmetric=False, **kw)
+        vals, vecs, res, left = _ritz_cycles(rmv, left0, n, tr.batch_size, like, cycles=cyc,  # type: ignore[arg-type]
+                                             symmetric=False, **kw)
         _, w, res_l = _pick(vals, vecs, res, theta)
         return [_pair_ok(theta, v, w, res_r, res_l, tol, right, left)]
-    if any(p[0] is None for p in parts):  # a closed form that declined (returned None) and no dense Jacobian
+    if joint is None:  # several, one of them with pullbacks only: one by one
         one = {"dense_max": dense_max, "cycles": cycles, "cold_cycles": cold_cycles, "tol": tol, "kw": kw}
         return [_radius_pairs_group([tr], None if starts is None else [st], **one)[0]  # type: ignore[arg-type]
                 for tr, st in zip(trs, starts or [None] * len(trs), strict=True)]
-    sizes = [2 * tr.batch_size for tr in trs]
-    if all(p[1] is not None for p in parts):
-        ops = torch.cat([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
-        joint: Callable[[Tensor], Tensor] = lambda V: V @ ops  # noqa: E731
-    elif len(parts) == 1:
-        joint = parts[0][0]  # type: ignore[assignment]
-    else:
-        fns = [p[0] for p in parts]
-        joint = lambda V: torch.cat([f(c) for f, c in zip(fns, V.split(sizes), strict=True)])  # noqa: E731
-    both = None if starts is None else torch.cat([x for r, l in starts for x in (r, l)])
-    vals, vecs, res, kept = _ritz_cycles(joint, both, n, sum(sizes), like, cycles=cyc, symmetric=False, **kw)
+    sizes = [tr.batch_size for tr in trs]
+    TB = sum(sizes)
+    both = None if starts is None else torch.cat([r for r, _ in starts] + [l for _, l in starts])
+    vals, vecs, res, kept = _ritz_cycles(joint, both, n, 2 * TB, like, cycles=cyc, symmetric=False, **kw)
     out = []
     off = 0
-    for size in sizes:
-        B = size // 2
-        r, l = slice(off, off + B), slice(off + B, off + size)
+    for B in sizes:
+        r, l = slice(off, off + B), slice(TB + off, TB + off + B)
         theta, v, res_r = _pick(vals[r], vecs[r], res[r], None)
         _, w, res_l = _pick(vals[l], vecs[l], res[l], theta)
         out.append(_pair_ok(theta, v, w, res_r, res_l, tol, kept[r], kept[l]))
-        off += size
+        off += B
     return out
 
 
@@ -758,8 +813,9 @@ def warm_radii(trs: list[Transition], state: WarmState | None = None, *, block: 
         key = (tr.family, tr.layer, "radius")
         warm = state.get(key, (tr.batch_size, tr.source.shape[-1]))[0] is not None
         d = WARM_DENSE_MAX if dense_max is None else dense_max
-        alone = not WARM_GROUPED or _joint_kind(tr, d) is None
-        groups.setdefault((tr.source.shape[-1], tr.source.dtype, warm, i if alone else -1), []).append(i)
+        kind = _joint_kind(tr, d)  # dense and structured products in separate calls (the structured ones stack)
+        alone = not WARM_GROUPED or kind is None
+        groups.setdefault((tr.source.shape[-1], tr.source.dtype, warm, i if alone else kind), []).append(i)
     for idx in groups.values():
         members = [trs[i] for i in idx]
         for i, r in zip(idx, _warm_radius_group(members, state, block=block, blocks=blocks, cycles=cycles,
