@@ -392,14 +392,11 @@ def _orth_rows(X: Tensor) -> Tensor:
 
 # The warm Krylov step (issue 13, second pass). True: one projection before and one after the QR of each new block
 # (classical Gram-Schmidt with re-orthogonalisation after normalising: half the projections of the two double
-# projections before), the kept basis from a Gram-matrix eigh instead of an SVD, and an adaptive Krylov size when warm
-# (WARM_CHECK_BLOCKS); False: the step as it was (benchmarks/lsc_cost.py's "warm before" variant)
+# projections before), the kept basis from a weighted Gram-matrix eigh instead of an SVD, no zeroing of the basis
+# buffers; False: the step as it was (benchmarks/lsc_cost.py's "warm before" variant). Tried and not kept: stopping
+# the expansion once the top Ritz pair's residual is below 0.02 (checked every 4 blocks): warm, the residuals after
+# 4 blocks were 0.02-0.24 (median over samples, 2x256 ALIF), so it never stopped early and the checks cost eig calls
 WARM_FAST_KRYLOV = True
-# Fast path, warm starts only: every this many blocks, the Ritz values of the space so far are computed, and the
-# expansion stops once the top Ritz pair of every operator has a relative residual below WARM_CHECK_TOL (a kept basis
-# from the previous step usually holds the pair already, so 4 of the 12 blocks often suffice). 0: always the full size
-WARM_CHECK_BLOCKS = 0
-WARM_CHECK_TOL = 0.02
 
 
 def _ritz(Q: Tensor, Z: Tensor, symmetric: bool, keep: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -436,14 +433,11 @@ def _row_norm(X: Tensor) -> Tensor:
 
 
 def _krylov_ritz(op: Callable[[Tensor], Tensor], V: Tensor, blocks: int, symmetric: bool, keep: int,
-                 generator: torch.Generator | None, check: int = 0, check_tol: float = 0.0
-                 ) -> tuple[Tensor, Tensor, Tensor, int]:
+                 generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor, int]:
     """One Rayleigh-Ritz cycle on the block Krylov space ``span[V, JV, ..., J^(blocks-1) V]`` (at most ``n``
     vectors; ``V [B, k, n]`` rows, ``op`` maps rows to rows). Returns the ``keep`` leading Ritz values ``[B, keep]``
     (largest modulus first), their Ritz vectors as rows ``[B, keep, n]``, their relative residuals
-    ``|J x - θ x| / (|θ| |x|)`` ``[B, keep]``, and the number of products per sample. With ``check > 0`` the Ritz
-    problem is also solved after every ``check`` blocks, and the space stops growing once the top pair of every
-    operator has a residual at most ``check_tol``."""
+    ``|J x - θ x| / (|θ| |x|)`` ``[B, keep]``, and the number of products per sample."""
     B, k, n = V.shape
     m_max = min(n, k * blocks)
     fast = WARM_FAST_KRYLOV
@@ -454,17 +448,11 @@ def _krylov_ritz(op: Callable[[Tensor], Tensor], V: Tensor, blocks: int, symmetr
     q0 = _orth_rows(V[:, :m_max])
     Q[:, : q0.shape[1]] = q0
     m, start = q0.shape[1], 0
-    next_check = check * k if check > 0 else m_max + 1
     while start < m:
         Z[:, start:m] = op(Q[:, start:m])
         room = m_max - m
         if room <= 0:
             break
-        if m >= next_check:
-            got = _ritz(Q[:, :m], Z[:, :m], symmetric, keep)
-            if bool((got[2][:, 0] <= check_tol).all()):
-                return (*got, m)
-            next_check += check * k
         new = Z[:, start:m][:, :room]
         W = _project_out(new, Q[:, :m], passes)
         # a vanishing row means an invariant subspace was found: continue from a random direction, so the basis
@@ -505,13 +493,10 @@ def _ritz_cycles(op: Callable[[Tensor], Tensor], start: Tensor | None, n: int, B
     tracked ones is found even when the kept basis is an invariant subspace. Returns the leading Ritz values
     ``[B, m]``, vectors ``[B, m, n]``, relative residuals ``[B, m]`` and the new kept basis ``[B, k, n]``."""
     k = max(1, min(block, n))
-    # the adaptive size only from a kept basis: a cold start needs its full space
-    check = WARM_CHECK_BLOCKS if WARM_FAST_KRYLOV and start is not None else 0
     V = start if start is not None else torch.randn(B, k, n, generator=generator).to(like)
     for _ in range(max(1, cycles)):
         seed = torch.cat([V, torch.randn(B, 1, n, generator=generator).to(like)], 1) if k < n else V
-        vals, vecs, res, used = _krylov_ritz(op, seed, blocks, symmetric, max(2 * k, 4), generator, check,
-                                             WARM_CHECK_TOL)
+        vals, vecs, res, used = _krylov_ritz(op, seed, blocks, symmetric, max(2 * k, 4), generator)
         stats.cycles += 1
         stats.products += used
         V = _real_span(vecs, k)
@@ -663,9 +648,10 @@ def _group_operator(trs: list[Transition], dense_max: int
     """``J`` and ``Jᵀ`` of every transition in ``trs`` as one batch of operators on rows, rights first: rows
     ``[0, ΣB)`` are the right chains (``(J v)ᵀ = vᵀ Jᵀ``), rows ``[ΣB, 2ΣB)`` the left ones (``(Jᵀ w)ᵀ = wᵀ J``),
     each in the order of ``trs``. Materialised Jacobians: one batched matmul; structured closed forms of the same
-    shapes: stacked (:func:`_stacked`); else one product per transition. ``(joint, None, None)``, or for a single
-    transition with vmapped pullbacks ``(None, mv, rmv)`` (its chains run apart); ``(None, None, None)`` for
-    several transitions when one of them has pullbacks only (they then run one by one)."""
+    shapes: stacked (:func:`_stacked`); else one product per transition. ``(joint, right, left)`` with ``right`` /
+    ``left`` the two halves on their own ``[ΣB, k, n]`` rows, or for a single transition with vmapped pullbacks
+    ``(None, mv, rmv)`` (its chains run apart); ``(None, None, None)`` for several transitions when one of them has
+    pullbacks only (they then run one by one)."""
     prods = [_products_op(tr, dense_max) for tr in trs]
     if any(J is None and op is None for J, _, _, op in prods):
         return (None, prods[0][1], prods[0][2]) if len(trs) == 1 else (None, None, None)
@@ -673,19 +659,21 @@ def _group_operator(trs: list[Transition], dense_max: int
     TB = sum(sizes)
     if all(J is not None for J, *_ in prods):
         ops = torch.cat([J.mT for J, *_ in prods] + [J for J, *_ in prods]).contiguous()  # type: ignore[union-attr]
-        return (lambda V: V @ ops), None, None
+        return (lambda V: V @ ops), (lambda V: V @ ops[:TB]), (lambda V: V @ ops[TB:])
     both = _stacked([op for *_, op in prods]) if all(J is None for J, *_ in prods) and len(set(sizes)) == 1 \
         else None  # type: ignore[misc]
     if both is not None:
         mv, rmv = both
-        return (lambda V: torch.cat([mv(V[:TB]), rmv(V[TB:])])), None, None
+        return (lambda V: torch.cat([mv(V[:TB]), rmv(V[TB:])])), mv, rmv
     fwd = [(lambda V, J=J: V @ J.mT) if J is not None else mv for J, mv, _, _ in prods]
     back = [(lambda V, J=J: V @ J) if J is not None else rmv for J, _, rmv, _ in prods]
 
-    def joint(V: Tensor) -> Tensor:
-        rs, ls = V[:TB].split(sizes), V[TB:].split(sizes)
-        return torch.cat([f(x) for f, x in zip(fwd, rs, strict=True)] + [g(x) for g, x in zip(back, ls, strict=True)])
-    return joint, None, None
+    def right(V: Tensor) -> Tensor:
+        return torch.cat([f(x) for f, x in zip(fwd, V.split(sizes), strict=True)])
+
+    def left(V: Tensor) -> Tensor:
+        return torch.cat([g(x) for g, x in zip(back, V.split(sizes), strict=True)])
+    return (lambda V: torch.cat([right(V[:TB]), left(V[TB:])])), right, left
 
 
 def _check_square(tr: Transition) -> None:
