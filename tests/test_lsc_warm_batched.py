@@ -171,3 +171,19 @@ def test_transition_measures_matches_one_call_per_transition():
     ref = [measures.transition_measure(tr, "radius", "exact", rectangular="norm") for tr in trs]
     for a, b in zip(got, ref, strict=True):
         torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-4, atol=1e-6)
+
+
+def test_left_vector_is_paired_by_biorthogonality_within_a_cluster():
+    """Two left Ritz values within WARM_PAIR_TOL of θ: the one whose vector is most parallel to v is taken (left and
+    right eigenvectors of distinct eigenvalues are orthogonal); outside the tolerance the nearest value wins."""
+    theta = torch.tensor([1.0 + 0j])
+    v = torch.tensor([[1.0, 0.0, 0.0]], dtype=torch.complex64)
+    vals = torch.tensor([[1.0 + 0j, 0.99 + 0j, 0.5 + 0j]])
+    vecs = torch.tensor([[[0.0, 1.0, 0.0], [0.8, 0.6, 0.0], [1.0, 0.0, 0.0]]], dtype=torch.complex64)
+    res = torch.tensor([[0.1, 0.2, 0.3]])
+    w, r = measures._pick_left(vals, vecs, res, theta, v)
+    torch.testing.assert_close(w, vecs[:, 1])  # 0.99 is within 2% and pairs with v; 1.0's vector is orthogonal to v
+    assert float(r) == pytest.approx(0.2)
+    vals_far = torch.tensor([[1.0 + 0j, 0.9 + 0j, 0.5 + 0j]])
+    w, _ = measures._pick_left(vals_far, vecs, res, theta, v)
+    torch.testing.assert_close(w, vecs[:, 0])  # 0.9 is 10% away: the nearest value's vector

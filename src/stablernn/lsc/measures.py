@@ -511,6 +511,32 @@ def _pick(vals: Tensor, vecs: Tensor, res: Tensor, near: Tensor | None) -> tuple
     return vals.gather(-1, i[:, None])[:, 0], x, res.gather(-1, i[:, None])[:, 0]
 
 
+# The left Ritz vector paired with θ: among the left Ritz values within this relative distance of the nearest one,
+# the vector most parallel to v (|wᵀv| / |w||v|): left and right eigenvectors of distinct eigenvalues are orthogonal,
+# so in a cluster of near-equal eigenvalues (an LSTM's forget gates, an ALIF's adaptation leaks) the nearest value
+# alone can pair v with another eigenvalue's w, whose small wᵀv blows the gradient up. 0: the nearest value only
+# (benchmarks/lsc_cost.py's "warm before")
+WARM_PAIR_TOL = 0.02
+
+
+def _pick_left(vals: Tensor, vecs: Tensor, res: Tensor, theta: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    """The left Ritz pair for the right pair ``(θ [B], v [B, n])`` (``WARM_PAIR_TOL``): ``(w [B, n], residual [B])``."""
+    if not WARM_FAST_KRYLOV or WARM_PAIR_TOL <= 0:
+        _, w, r = _pick(vals, vecs, res, theta)
+        return w, r
+    dist = (vals - theta[:, None]).abs() / theta.abs()[:, None].clamp_min(1e-30)  # [B, keep]
+    near = dist <= dist.amin(-1, keepdim=True) + WARM_PAIR_TOL
+    wr, wi = vecs.real, vecs.imag
+    vr, vi = v.real[:, None], v.imag[:, None]
+    # |wᵀv| for complex rows without complex reductions: (wr + i wi)·(vr + i vi)
+    dot = torch.complex((wr * vr).sum(-1) - (wi * vi).sum(-1), (wr * vi).sum(-1) + (wi * vr).sum(-1)) \
+        if vecs.is_complex() else (vecs * v[:, None]).sum(-1)
+    cos = dot.abs() / (_row_norm(vecs) * _row_norm(v)[:, None]).clamp_min(1e-30)
+    i = torch.where(near, cos, torch.full_like(cos, -1.0)).argmax(-1)
+    w = vecs.gather(1, i[:, None, None].expand(-1, 1, vecs.shape[-1]))[:, 0]
+    return w, res.gather(-1, i[:, None])[:, 0]
+
+
 def _closed_form(tr: Transition) -> StructuredJacobian | None:
     """The transition's closed-form Jacobians (without gradient) while its larger side is at most
     ``WARM_CLOSED_FORM_MAX``; None without one."""
@@ -703,7 +729,7 @@ def _radius_pairs_group(trs: list[Transition], starts: list[tuple[Tensor, Tensor
         theta, v, res_r = _pick(vals, vecs, res, None)
         vals, vecs, res, left = _ritz_cycles(rmv, left0, n, tr.batch_size, like, cycles=cyc,  # type: ignore[arg-type]
                                              symmetric=False, **kw)
-        _, w, res_l = _pick(vals, vecs, res, theta)
+        w, res_l = _pick_left(vals, vecs, res, theta, v)
         return [_pair_ok(theta, v, w, res_r, res_l, tol, right, left)]
     if joint is None:  # several, one of them with pullbacks only: one by one
         one = {"dense_max": dense_max, "cycles": cycles, "cold_cycles": cold_cycles, "tol": tol, "kw": kw}
@@ -718,7 +744,7 @@ def _radius_pairs_group(trs: list[Transition], starts: list[tuple[Tensor, Tensor
     for B in sizes:
         r, l = slice(off, off + B), slice(TB + off, TB + off + B)
         theta, v, res_r = _pick(vals[r], vecs[r], res[r], None)
-        _, w, res_l = _pick(vals[l], vecs[l], res[l], theta)
+        w, res_l = _pick_left(vals[l], vecs[l], res[l], theta, v)
         out.append(_pair_ok(theta, v, w, res_r, res_l, tol, kept[r], kept[l]))
         off += B
     return out
