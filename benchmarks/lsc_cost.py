@@ -197,7 +197,7 @@ def part_width(a: argparse.Namespace, data) -> None:
         variants: dict[str, LSCStep] = {}
         if width <= a.exact_max:
             variants["exact"] = LSCStep(cell, 2, width, [x], engine="exact", batch_size=a.lsc_batch)
-        for v in VARIANTS:
+        for v in a.width_variants.split(","):
             variants[v] = LSCStep(cell, 2, width, [x], engine="warm", batch_size=a.lsc_batch)
         times: dict[str, list[float]] = {k: [] for k in variants}
         for r in range(a.rounds + 1):
@@ -206,12 +206,15 @@ def part_width(a: argparse.Namespace, data) -> None:
                 if r:
                     times[k].append(dt)
         med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
-        ex = f"{med['exact']:.0f}" if "exact" in med else "-"
-        ratio = f"{med['exact'] / med['warm']:.1f}x" if "exact" in med else "-"
-        print(f"| {width} | {ex} | {med['warm']:.0f} | {med['warm_before']:.0f} | {med['structured']:.0f} | "
-              f"{med['cf_dense']:.0f} | {med['warm_autograd']:.0f} | {med['mf']:.0f} | {ratio} | "
-              f"{med['warm_before'] / med['warm']:.2f}x | {med['warm_autograd'] / med['warm']:.2f}x | "
-              f"{med['mf'] / med['warm']:.2f}x |", flush=True)
+
+        def ms(k: str, med: dict[str, float] = med) -> str:
+            return f"{med[k]:.0f}" if k in med else "-"
+
+        def rel(k: str, med: dict[str, float] = med) -> str:
+            return f"{med[k] / med['warm']:.2f}x" if k in med and "warm" in med else "-"
+        print(f"| {width} | {ms('exact')} | {ms('warm')} | {ms('warm_before')} | {ms('structured')} | "
+              f"{ms('cf_dense')} | {ms('warm_autograd')} | {ms('mf')} | {rel('exact')} | {rel('warm_before')} | "
+              f"{rel('warm_autograd')} | {rel('mf')} |", flush=True)
 
 
 def part_profile(a: argparse.Namespace, data) -> None:
@@ -246,6 +249,8 @@ def main() -> None:
                     help="exact, warm, or a warm variant: " + ", ".join(v for v in VARIANTS if v != "warm"))
     ap.add_argument("--widths", default="64,128,256,512,1024")
     ap.add_argument("--width-cell", default="gru", help="cell kind of the width part")
+    ap.add_argument("--width-variants", default=",".join(VARIANTS),
+                    help="warm variants the width part times (comma-separated; 'warm' is needed for the ratios)")
     ap.add_argument("--closed-form-max", type=int, default=None,
                     help="override measures.WARM_CLOSED_FORM_MAX for the 'warm' variant (to measure where it pays)")
     ap.add_argument("--exact-max", type=int, default=512, help="widest net the exact engine is timed on")
