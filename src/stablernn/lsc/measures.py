@@ -399,11 +399,14 @@ def _orth_rows(X: Tensor) -> Tensor:
 WARM_FAST_KRYLOV = True
 
 
-def _ritz(Q: Tensor, Z: Tensor, symmetric: bool, keep: int) -> tuple[Tensor, Tensor, Tensor]:
+def _ritz(Q: Tensor, Z: Tensor, symmetric: bool, keep: int, H: Tensor | None = None
+          ) -> tuple[Tensor, Tensor, Tensor]:
     """Rayleigh-Ritz on the orthonormal rows ``Q [B, m, n]`` with their images ``Z = (J Q)`` rows: the ``keep``
     leading Ritz values ``[B, keep]`` (largest modulus first), vectors as rows ``[B, keep, n]`` and relative residuals
-    ``|J x - θ x| / (|θ| |x|)`` ``[B, keep]``. ``H = Q J Qᵀ`` is the exact projection, since every ``J q`` is known."""
-    H = (Z @ Q.mT).mT  # H[i, j] = q_i · J q_j
+    ``|J x - θ x| / (|θ| |x|)`` ``[B, keep]``. ``H = Q J Qᵀ`` (``H[i, j] = q_i · J q_j``) is the exact projection,
+    since every ``J q`` is known; computed here unless given. The residuals always use ``Z`` itself."""
+    if H is None:
+        H = (Z @ Q.mT).mT
     keep = min(keep, Q.shape[1])
     if symmetric:
         theta, Y = torch.linalg.eigh(0.5 * (H + H.mT))
@@ -448,25 +451,53 @@ def _krylov_ritz(op: Callable[[Tensor], Tensor], V: Tensor, blocks: int, symmetr
     q0 = _orth_rows(V[:, :m_max])
     Q[:, : q0.shape[1]] = q0
     m, start = q0.shape[1], 0
+    # fast path: the projection H = Q J Qᵀ assembled from the Gram-Schmidt coefficients and the QR factors (each
+    # new image is (C1 + R1ᵀ C2) Q + R1ᵀ R2ᵀ W in the new rows W), instead of one [B, m, n] x [B, n, m] product at the
+    # end; columns the recurrence does not give (the last block) are computed directly
+    H = V.new_zeros(B, m_max, m_max) if fast else None
+    filled = 0
     while start < m:
         Z[:, start:m] = op(Q[:, start:m])
         room = m_max - m
         if room <= 0:
             break
         new = Z[:, start:m][:, :room]
-        W = _project_out(new, Q[:, :m], passes)
+        old = Q[:, :m]
+        if H is not None:
+            C1 = new @ old.mT
+            W = new - C1 @ old
+        else:
+            W = _project_out(new, old, passes)
         # a vanishing row means an invariant subspace was found: continue from a random direction, so the basis
         # stays a valid orthonormal basis (its Ritz values stay eigenvalue estimates). "Vanishing" is relative to
         # sqrt(eps): what is left below it is rounding noise, which QR would blow up into a non-orthogonal row
         dead = W.norm(dim=-1, keepdim=True) <= torch.finfo(W.dtype).eps ** 0.5 * new.norm(dim=-1, keepdim=True)
         if bool(dead.any()):
-            W = torch.where(dead, _project_out(torch.randn(W.shape, generator=generator).to(W), Q[:, :m]), W)
+            W = torch.where(dead, _project_out(torch.randn(W.shape, generator=generator).to(W), old), W)
+            H = None  # the recurrence no longer holds: H directly at the end
         # QR normalises rows that were small after the projection, and with them their rounding error: project
         # once more after it (measured necessary in float32 once a low-rank operator's range is exhausted)
-        W = _orth_rows(_project_out(_orth_rows(W), Q[:, :m], passes))
+        if H is not None:
+            W1, R1 = _qr_rows(W)
+            C2 = W1 @ old.mT
+            W, R2 = _qr_rows(W1 - C2 @ old)
+            r, r2 = new.shape[1], W.shape[1]
+            H[:, :m, start:start + r] = (C1 + R1.mT @ C2).mT
+            H[:, m:m + r2, start:start + r] = (R1.mT @ R2.mT).mT
+            filled = start + r
+        else:
+            W = _orth_rows(_project_out(_orth_rows(W), old, passes))
         start, m = m, m + W.shape[1]
         Q[:, start:m] = W
-    return (*_ritz(Q, Z, symmetric, keep), m_max)
+    if H is not None and filled < m_max:
+        H[:, :, filled:] = Q @ Z[:, filled:].mT
+    return (*_ritz(Q, Z, symmetric, keep, H), m_max)
+
+
+def _qr_rows(X: Tensor) -> tuple[Tensor, Tensor]:
+    """``X [B, k, n] = Rᵀ W``: orthonormal rows ``W [B, k, n]`` and the triangular ``R [B, k, k]``."""
+    q, r = torch.linalg.qr(X.mT)
+    return q.mT, r
 
 
 def _real_span(X: Tensor, k: int) -> Tensor:
