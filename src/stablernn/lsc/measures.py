@@ -705,10 +705,9 @@ def _group_operator(trs: list[Transition], dense_max: int
     """``J`` and ``Jᵀ`` of every transition in ``trs`` as one batch of operators on rows, rights first: rows
     ``[0, ΣB)`` are the right chains (``(J v)ᵀ = vᵀ Jᵀ``), rows ``[ΣB, 2ΣB)`` the left ones (``(Jᵀ w)ᵀ = wᵀ J``),
     each in the order of ``trs``. Materialised Jacobians: one batched matmul; structured closed forms of the same
-    shapes: stacked (:func:`_stacked`); else one product per transition. ``(joint, right, left)`` with ``right`` /
-    ``left`` the two halves on their own ``[ΣB, k, n]`` rows, or for a single transition with vmapped pullbacks
-    ``(None, mv, rmv)`` (its chains run apart); ``(None, None, None)`` for several transitions when one of them has
-    pullbacks only (they then run one by one)."""
+    shapes: stacked (:func:`_stacked`); else one product per transition. ``(joint, None, None)``, or for a single
+    transition with vmapped pullbacks ``(None, mv, rmv)`` (its chains run apart); ``(None, None, None)`` for
+    several transitions when one of them has pullbacks only (they then run one by one)."""
     prods = [_products_op(tr, dense_max) for tr in trs]
     if any(J is None and op is None for J, _, _, op in prods):
         return (None, prods[0][1], prods[0][2]) if len(trs) == 1 else (None, None, None)
@@ -716,21 +715,19 @@ def _group_operator(trs: list[Transition], dense_max: int
     TB = sum(sizes)
     if all(J is not None for J, *_ in prods):
         ops = torch.cat([J.mT for J, *_ in prods] + [J for J, *_ in prods]).contiguous()  # type: ignore[union-attr]
-        return (lambda V: V @ ops), (lambda V: V @ ops[:TB]), (lambda V: V @ ops[TB:])
+        return (lambda V: V @ ops), None, None
     both = _stacked([op for *_, op in prods]) if all(J is None for J, *_ in prods) and len(set(sizes)) == 1 \
         else None  # type: ignore[misc]
     if both is not None:
         mv, rmv = both
-        return (lambda V: torch.cat([mv(V[:TB]), rmv(V[TB:])])), mv, rmv
+        return (lambda V: torch.cat([mv(V[:TB]), rmv(V[TB:])])), None, None
     fwd = [(lambda V, J=J: V @ J.mT) if J is not None else mv for J, mv, _, _ in prods]
     back = [(lambda V, J=J: V @ J) if J is not None else rmv for J, _, rmv, _ in prods]
 
-    def right(V: Tensor) -> Tensor:
-        return torch.cat([f(x) for f, x in zip(fwd, V.split(sizes), strict=True)])
-
-    def left(V: Tensor) -> Tensor:
-        return torch.cat([g(x) for g, x in zip(back, V.split(sizes), strict=True)])
-    return (lambda V: torch.cat([right(V[:TB]), left(V[TB:])])), right, left
+    def joint(V: Tensor) -> Tensor:
+        rs, ls = V[:TB].split(sizes), V[TB:].split(sizes)
+        return torch.cat([f(x) for f, x in zip(fwd, rs, strict=True)] + [g(x) for g, x in zip(back, ls, strict=True)])
+    return joint, None, None
 
 
 def _check_square(tr: Transition) -> None:
