@@ -1,8 +1,8 @@
 """Per-sample one-step Jacobians of every transition family, and their radii (paper A; docs/lsc.md).
 
-Why one module of ~690 lines: the three engines (exact, matrix-free, warm-started) share the transition type,
-the square subsampling and the product helpers, and :func:`transition_measure` dispatches between them; a split
-would make the engines import each other.
+Why one module of ~1100 lines: the three engines (exact, matrix-free, warm-started) share the transition type,
+the square subsampling and the product helpers, and :func:`transition_measure` / :func:`transition_measures`
+dispatch between them; a split would make the engines import each other.
 
 A *transition* is a one-sample function ``fn(source [d_in], *context) -> target [d_out]`` plus a batch of sources
 ``[B, d_in]`` and per-sample context tensors ``[B, ...]`` (the layer's input, the other state pieces). The same
@@ -20,7 +20,8 @@ function serves both engines:
   Rayleigh-Ritz cycles on a small block Krylov space seeded with the basis kept from the previous call on the same
   (family, layer, sample slot) (:class:`WarmState`); a pair that does not converge is restarted cold, then measured
   by the exact engine. See :func:`warm_radius`. Its products come from the cells' closed-form Jacobians where they
-  have them (``Transition.closed_form``, ``WARM_CLOSED_FORM_MAX``), else from autograd.
+  have them (``Transition.closed_form``, ``WARM_CLOSED_FORM_MAX``), else from autograd. :func:`warm_radii` measures
+  all transitions of one size in one Krylov call (LSC's step, through :func:`transition_measures`).
 
 Transitions of a stack (``DeepRNN`` or anything with ``cells``, ``encode``, ``layer_input``, ``layer_output``,
 ``decode``), of a single cell, and of an ``FFN`` are built by :func:`rnn_transitions` and :func:`ffn_transitions`.

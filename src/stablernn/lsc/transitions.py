@@ -245,6 +245,7 @@ __all__ = [
     "ffn_transitions",
     "is_ffn",
     "layer_counts",
+    "one_sample",
     "report_index",
     "rnn_transitions",
 ]
