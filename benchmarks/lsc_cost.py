@@ -7,7 +7,9 @@
    time-averaged logits, backward, AdamW step). The warm engine twice: with the cells' closed-form Jacobians
    (``warm``, the default) and with them off (``warm autograd``: ``WARM_CLOSED_FORM_MAX = 0``, the dense path
    materialising by pullbacks up to ``WARM_DENSE_MAX``, matrix-free above; and ``FORWARD_MODE = False``: the
-   exactly measured encoder by reverse mode). Medians over ``--rounds`` rounds; in
+   exactly measured encoder by reverse mode); and ``warm before``: closed forms on, but the Krylov step, one Krylov
+   call per transition and vmapped pullbacks as before issue 13's second pass (``WARM_FAST_KRYLOV``,
+   ``WARM_GROUPED``, ``BATCH_FN`` off). Medians over ``--rounds`` rounds; in
    each round every variant and the training step run back to back, so a load change on this shared machine hits
    all of them alike.
 2. ``target``: steps and seconds to reach the target (default ``LSCConfig``, one run per engine) against the demo
@@ -65,15 +67,19 @@ def _parse(nets: str) -> list[tuple[str, int, int]]:
 
 
 # the variants of the warm engine: (WARM_CLOSED_FORM_MAX, WARM_DENSE_MAX, WARM_CLOSED_FORM_DENSE_MAX, FORWARD_MODE,
-# CLOSED_FORM_NOGRAD: the exact engine's Jacobians without gradient, i.e. the report's),
-# None = the library's value: closed forms (and the encoder's forward mode) as the library uses them; both off, i.e.
-# the engine before them (autograd dense up to WARM_DENSE_MAX, pullbacks above); off and every product a pullback;
-# on with every product structured (never materialised); on and always materialised
+# CLOSED_FORM_NOGRAD: the exact engine's Jacobians without gradient, i.e. the report's, WARM_FAST_KRYLOV, WARM_GROUPED,
+# BATCH_FN), None = the library's value: closed forms (and the encoder's forward mode) as the library uses them; both
+# off, i.e. the engine before them (autograd dense up to WARM_DENSE_MAX, pullbacks above); off and every product a
+# pullback; on with every product structured (never materialised); on and always materialised; "warm_before": the
+# closed forms on but the Krylov step, the per-transition calls and the vmapped pullbacks as before issue 13's second
+# pass (the engine this pass started from)
 VARIANTS: dict[str, tuple[int | bool | None, ...]] = {
-    "warm": (None, None, None, None, None), "warm_autograd": (0, None, None, False, False),
-    "mf": (0, 0, None, False, False), "structured": (None, None, 0, None, None),
-    "cf_dense": (None, None, 1 << 30, None, None)}
-KNOBS = ("WARM_CLOSED_FORM_MAX", "WARM_DENSE_MAX", "WARM_CLOSED_FORM_DENSE_MAX", "FORWARD_MODE", "CLOSED_FORM_NOGRAD")
+    "warm": (None,) * 8, "warm_autograd": (0, None, None, False, False, None, None, None),
+    "mf": (0, 0, None, False, False, None, None, None), "structured": (None, None, 0, None, None, None, None, None),
+    "cf_dense": (None, None, 1 << 30, None, None, None, None, None),
+    "warm_before": (None, None, None, None, None, False, False, False)}
+KNOBS = ("WARM_CLOSED_FORM_MAX", "WARM_DENSE_MAX", "WARM_CLOSED_FORM_DENSE_MAX", "FORWARD_MODE", "CLOSED_FORM_NOGRAD",
+         "WARM_FAST_KRYLOV", "WARM_GROUPED", "BATCH_FN")
 
 
 @contextlib.contextmanager
@@ -131,13 +137,14 @@ def part_step(a: argparse.Namespace, data) -> None:
     x, y = next(iter(data.train))
     print(f"## ms per LSC step vs per training step (training batch {x.shape[0]} x T={x.shape[1]}, LSC batch "
           f"{a.lsc_batch}; median of {a.rounds} rounds after one warm-up, same run)\n")
-    print("| net | train step ms | LSC exact ms | LSC warm autograd ms | LSC warm closed-form ms | exact / train | "
-          "warm autograd / train | warm closed-form / train | autograd / closed-form |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| net | train step ms | LSC exact ms | LSC warm autograd ms | LSC warm before ms | LSC warm ms | "
+          "exact / train | warm autograd / train | warm before / train | warm / train | before / warm |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for cell, layers, width in _parse(a.nets):
         train = TrainStep(cell, layers, width, x, y)
         lsc = {v: LSCStep(cell, layers, width, [x], engine=e, batch_size=a.lsc_batch)
-               for v, e in (("exact", "exact"), ("warm_autograd", "warm"), ("warm", "warm"))}
+               for v, e in (("exact", "exact"), ("warm_autograd", "warm"), ("warm_before", "warm"),
+                            ("warm", "warm"))}
         times: dict[str, list[float]] = {"train": [], **{v: [] for v in lsc}}
         for r in range(a.rounds + 1):
             t = {"train": _timer(train), **{v: _timed(v, fn) for v, fn in lsc.items()}}
@@ -147,8 +154,9 @@ def part_step(a: argparse.Namespace, data) -> None:
         med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
         tr = med["train"]
         print(f"| {layers}x{width} {cell.upper()} | {tr:.1f} | {med['exact']:.1f} | {med['warm_autograd']:.1f} | "
-              f"{med['warm']:.1f} | {med['exact'] / tr:.1f}x | {med['warm_autograd'] / tr:.1f}x | "
-              f"{med['warm'] / tr:.1f}x | {med['warm_autograd'] / med['warm']:.2f}x |", flush=True)
+              f"{med['warm_before']:.1f} | {med['warm']:.1f} | {med['exact'] / tr:.1f}x | "
+              f"{med['warm_autograd'] / tr:.1f}x | {med['warm_before'] / tr:.1f}x | {med['warm'] / tr:.1f}x | "
+              f"{med['warm_before'] / med['warm']:.2f}x |", flush=True)
 
 
 def part_target(a: argparse.Namespace, _data) -> None:
@@ -182,14 +190,15 @@ def part_width(a: argparse.Namespace, data) -> None:
     cell = a.width_cell
     print(f"\n## ms per LSC step against width (2-layer {cell.upper()}, LSC batch {a.lsc_batch}, median of {a.rounds} "
           "rounds)\n")
-    print("| width | exact ms | warm ms (closed forms) | closed forms structured ms | closed forms dense ms | "
-          "warm autograd ms | warm matrix-free ms | exact / warm | autograd / warm | matrix-free / warm |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| width | exact ms | warm ms (closed forms) | warm before ms | closed forms structured ms | "
+          "closed forms dense ms | warm autograd ms | warm matrix-free ms | exact / warm | before / warm | "
+          "autograd / warm | matrix-free / warm |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for width in (int(w) for w in a.widths.split(",")):
         variants: dict[str, LSCStep] = {}
         if width <= a.exact_max:
             variants["exact"] = LSCStep(cell, 2, width, [x], engine="exact", batch_size=a.lsc_batch)
-        for v in VARIANTS:
+        for v in a.width_variants.split(","):
             variants[v] = LSCStep(cell, 2, width, [x], engine="warm", batch_size=a.lsc_batch)
         times: dict[str, list[float]] = {k: [] for k in variants}
         for r in range(a.rounds + 1):
@@ -198,11 +207,15 @@ def part_width(a: argparse.Namespace, data) -> None:
                 if r:
                     times[k].append(dt)
         med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
-        ex = f"{med['exact']:.0f}" if "exact" in med else "-"
-        ratio = f"{med['exact'] / med['warm']:.1f}x" if "exact" in med else "-"
-        print(f"| {width} | {ex} | {med['warm']:.0f} | {med['structured']:.0f} | {med['cf_dense']:.0f} | "
-              f"{med['warm_autograd']:.0f} | {med['mf']:.0f} | {ratio} | {med['warm_autograd'] / med['warm']:.2f}x | "
-              f"{med['mf'] / med['warm']:.2f}x |", flush=True)
+
+        def ms(k: str, med: dict[str, float] = med) -> str:
+            return f"{med[k]:.0f}" if k in med else "-"
+
+        def rel(k: str, med: dict[str, float] = med) -> str:
+            return f"{med[k] / med['warm']:.2f}x" if k in med and "warm" in med else "-"
+        print(f"| {width} | {ms('exact')} | {ms('warm')} | {ms('warm_before')} | {ms('structured')} | "
+              f"{ms('cf_dense')} | {ms('warm_autograd')} | {ms('mf')} | {rel('exact')} | {rel('warm_before')} | "
+              f"{rel('warm_autograd')} | {rel('mf')} |", flush=True)
 
 
 def part_profile(a: argparse.Namespace, data) -> None:
@@ -237,6 +250,8 @@ def main() -> None:
                     help="exact, warm, or a warm variant: " + ", ".join(v for v in VARIANTS if v != "warm"))
     ap.add_argument("--widths", default="64,128,256,512,1024")
     ap.add_argument("--width-cell", default="gru", help="cell kind of the width part")
+    ap.add_argument("--width-variants", default=",".join(VARIANTS),
+                    help="warm variants the width part times (comma-separated; 'warm' is needed for the ratios)")
     ap.add_argument("--closed-form-max", type=int, default=None,
                     help="override measures.WARM_CLOSED_FORM_MAX for the 'warm' variant (to measure where it pays)")
     ap.add_argument("--exact-max", type=int, default=512, help="widest net the exact engine is timed on")
@@ -248,7 +263,7 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     if a.closed_form_max is not None:
-        VARIANTS["warm"] = (a.closed_form_max, None, None, None)
+        VARIANTS["warm"] = (a.closed_form_max, *(None,) * (len(KNOBS) - 1))
     data = load_task(DataConfig(task="digits", layout="rows", batch_size=a.train_batch))
     if a.part in ("step", "all"):
         part_step(a, data)

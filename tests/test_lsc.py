@@ -244,15 +244,15 @@ def test_best_weights_are_restored_and_nan_is_caught(digits, monkeypatch):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     import stablernn.lsc.pretrain as lsc_mod
 
-    real = lsc_mod.transition_measure
+    real = lsc_mod.transition_measures
     calls = {"n": 0}
 
     def poisoned(*a, **k):
         calls["n"] += 1
-        r = real(*a, **k)
-        return r * float("nan") if calls["n"] > 10 else r  # NaN from the 3rd step on (5 transitions a step)
+        rs = real(*a, **k)
+        return [r * float("nan") for r in rs] if calls["n"] > 2 else rs  # NaN from the 3rd step on (one call a step)
 
-    monkeypatch.setattr(lsc_mod, "transition_measure", poisoned)
+    monkeypatch.setattr(lsc_mod, "transition_measures", poisoned)
     rep = lsc_pretrain(model, _batches(digits, 1), max_steps=50, progress=False, measure_steps=1)
     assert rep.stop_reason.startswith("non-finite LSC loss"), rep.stop_reason
     assert rep.steps == 2

@@ -49,7 +49,7 @@ from ..io import atomic_write_json
 from ..models import detach_states, eval_mode
 from .activity import activity_penalty, gate_saturation, guard_activity, spiking_rates
 from .config import FAMILIES, Engine, LSCConfig, Measure
-from .measures import Transition, WarmState, transition_measure
+from .measures import Transition, WarmState, transition_measure, transition_measures
 from .radii import batch_x, radii_over_time
 from .transitions import as_stack, ffn_transitions, is_ffn, layer_counts, report_index, rnn_transitions
 
@@ -365,10 +365,11 @@ def _rnn_step(run: _Run) -> tuple[list[Transition], list[Any] | None]:
 def _measure(run: _Run, trs: list[Transition]) -> list[tuple[Transition, Tensor]]:
     """Each transition with its per-sample radii ``[B]`` (differentiable)."""
     c = run.cfg
-    return [(tr, transition_measure(tr, c.measure, c.engine, generator=run.gen, state=run.warm,
-                                    warm_cycles=c.warm_cycles, warm_blocks=c.warm_blocks,
-                                    warm_min_dim=c.warm_min_dim, **run.measure_kw()))
-            for tr in trs]
+    # all transitions at once: the warm engine measures those of one size in one Krylov call (measures.warm_radii)
+    radii = transition_measures(trs, c.measure, c.engine, generator=run.gen, state=run.warm,
+                                warm_cycles=c.warm_cycles, warm_blocks=c.warm_blocks, warm_min_dim=c.warm_min_dim,
+                                **run.measure_kw())
+    return list(zip(trs, radii, strict=True))
 
 
 def _descend(run: _Run, terms: list[tuple[Transition, Tensor]], new_states: list[Any] | None

@@ -23,15 +23,19 @@ def is_ffn(model: Any) -> bool:
     return isinstance(model, FFN)
 
 
-def _rebuild(state_type: type, pieces: Sequence[Tensor]) -> Any:
-    """One sample's state pieces -> a batch-of-one state."""
-    return state_type(*[p[None] for p in pieces])
+def one_sample(batch_fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """The one-sample function of a batch function: every argument gets a batch axis of one, the result loses it
+    (``Transition.fn`` from ``Transition.batch_fn``; the same ops, so ``vmap`` of it equals the batch function)."""
+    def fn(*args: Tensor) -> Tensor:
+        return batch_fn(*[a[None] for a in args])[0]
+    return fn
 
 
 def _time_fn(cell: nn.Module, state_type: type) -> Callable[..., Tensor]:
+    """Batch function ``s [B, d], inp [B, in], *pieces -> s' [B, d]``."""
     def fn(s: Tensor, inp: Tensor, *pieces: Tensor) -> Tensor:
-        state = cell.with_stability_state(_rebuild(state_type, pieces), s[None])
-        return cell.stability_state(cell(inp[None], state)[1])[0]
+        state = cell.with_stability_state(state_type(*pieces), s)
+        return cell.stability_state(cell(inp, state)[1])
     return fn
 
 
@@ -87,30 +91,38 @@ def _forward_mode_ok(stack: Any, cell: nn.Module, state: Any) -> bool:
 
 def _from_input_fn(stack: Any, l: int, cell: nn.Module, state_type: type,
                    pre: Callable[[Tensor], Tensor] | None = None) -> Callable[..., Tensor]:
-    """``u -> s[t,l]`` where ``u`` is what layer ``l`` receives from below (or, with ``pre``, the raw input)."""
+    """``u -> s[t,l]`` where ``u`` is what layer ``l`` receives from below (or, with ``pre``, the raw input); batch
+    function."""
     def fn(u: Tensor, *pieces: Tensor) -> Tensor:
-        h = u[None] if pre is None else pre(u[None])
-        out = cell(stack.layer_input(l, h), _rebuild(state_type, pieces))
-        return cell.stability_state(out[1])[0]
+        h = u if pre is None else pre(u)
+        out = cell(stack.layer_input(l, h), state_type(*pieces))
+        return cell.stability_state(out[1])
     return fn
 
 
 def _depth_fn(stack: Any, l: int, below: nn.Module, below_type: type, n_below: int, cell: nn.Module,
               state_type: type) -> Callable[..., Tensor]:
-    """``s[t,l-1] -> s[t,l]`` through the lower cell's ``output(state)``."""
+    """``s[t,l-1] -> s[t,l]`` through the lower cell's ``output(state)``; batch function."""
     def fn(s: Tensor, inp_below: Tensor, *pieces: Tensor) -> Tensor:
-        nb = below.with_stability_state(_rebuild(below_type, pieces[:n_below]), s[None])
-        h = stack.layer_output(l - 1, below.output(nb), inp_below[None])
-        out = cell(stack.layer_input(l, h), _rebuild(state_type, pieces[n_below:]))
-        return cell.stability_state(out[1])[0]
+        nb = below.with_stability_state(below_type(*pieces[:n_below]), s)
+        h = stack.layer_output(l - 1, below.output(nb), inp_below)
+        out = cell(stack.layer_input(l, h), state_type(*pieces[n_below:]))
+        return cell.stability_state(out[1])
     return fn
 
 
 def _decoder_fn(stack: Any, last: nn.Module, last_type: type, L: int) -> Callable[..., Tensor]:
+    """``s[t,L] -> logits[t]``; batch function."""
     def fn(s: Tensor, inp: Tensor, *pieces: Tensor) -> Tensor:
-        ns = last.with_stability_state(_rebuild(last_type, pieces), s[None])
-        return stack.decode(stack.layer_output(L - 1, last.output(ns), inp[None]))[0]
+        ns = last.with_stability_state(last_type(*pieces), s)
+        return stack.decode(stack.layer_output(L - 1, last.output(ns), inp))
     return fn
+
+
+def _transition(family: str, layer: int, batch_fn: Callable[..., Tensor], source: Tensor,
+                context: tuple[Tensor, ...] = (), out_size: int | None = None, **kw: Any) -> Transition:
+    """A transition from its batch function (``fn`` is its one-sample version)."""
+    return Transition(family, layer, one_sample(batch_fn), source, context, out_size, batch_fn=batch_fn, **kw)
 
 
 @dataclass
@@ -150,34 +162,33 @@ def rnn_transitions(model: Any, x_t: Tensor, states: list[Any],
         if "encoder" in families and l == 0:
             fwd = _forward_mode_ok(stack, cell, states[0])
             if isinstance(stack.encoder, nn.Embedding) or not x_t.is_floating_point():
-                trs.append(Transition("encoder", 0, _from_input_fn(stack, 0, cell, stype), stack.encode(x_t),
-                                      tuple(states[0]), sdim[0], forward_mode=fwd))
+                trs.append(_transition("encoder", 0, _from_input_fn(stack, 0, cell, stype), stack.encode(x_t),
+                                       tuple(states[0]), sdim[0], forward_mode=fwd))
             else:
-                trs.append(Transition("encoder", 0, _from_input_fn(stack, 0, cell, stype, pre=stack.encode), x_t,
-                                      tuple(states[0]), sdim[0], forward_mode=fwd))
+                trs.append(_transition("encoder", 0, _from_input_fn(stack, 0, cell, stype, pre=stack.encode), x_t,
+                                       tuple(states[0]), sdim[0], forward_mode=fwd))
         if "depth" in families and l > 0:
             below = cells[l - 1]
             if isinstance(below, HasOutput):
                 args = (stack, l, below, type(new_states[l - 1]), len(new_states[l - 1]), cell, stype)
-                trs.append(Transition("depth", l, _depth_fn(*args), below.stability_state(new_states[l - 1]),
-                                      (inputs[l - 1], *new_states[l - 1], *states[l]), sdim[l],
-                                      closed_form=_depth_closed(*args)))
+                trs.append(_transition("depth", l, _depth_fn(*args), below.stability_state(new_states[l - 1]),
+                                       (inputs[l - 1], *new_states[l - 1], *states[l]), sdim[l],
+                                       closed_form=_depth_closed(*args)))
             else:
-                trs.append(Transition("depth", l, _from_input_fn(stack, l, cell, stype), outputs[l - 1],
-                                      tuple(states[l]), sdim[l]))
+                trs.append(_transition("depth", l, _from_input_fn(stack, l, cell, stype), outputs[l - 1],
+                                       tuple(states[l]), sdim[l]))
         if "time" in families:
-            trs.append(Transition("time", l, _time_fn(cell, stype), cell.stability_state(states[l]),
-                                  (inputs[l], *states[l]), sdim[l],
-                                  closed_form=_time_closed(cell, stype)))
+            trs.append(_transition("time", l, _time_fn(cell, stype), cell.stability_state(states[l]),
+                                   (inputs[l], *states[l]), sdim[l],
+                                   closed_form=_time_closed(cell, stype)))
     if "decoder" in families and logits is not None:
         last = cells[-1]
         if isinstance(last, HasOutput):
-            trs.append(Transition("decoder", L - 1, _decoder_fn(stack, last, type(new_states[-1]), L),
-                                  last.stability_state(new_states[-1]), (inputs[-1], *new_states[-1]),
-                                  logits.shape[-1]))
+            trs.append(_transition("decoder", L - 1, _decoder_fn(stack, last, type(new_states[-1]), L),
+                                   last.stability_state(new_states[-1]), (inputs[-1], *new_states[-1]),
+                                   logits.shape[-1]))
         else:
-            trs.append(Transition("decoder", L - 1, lambda u: stack.decode(u[None])[0], outputs[-1],
-                                  out_size=logits.shape[-1]))
+            trs.append(_transition("decoder", L - 1, stack.decode, outputs[-1], out_size=logits.shape[-1]))
     return StepResult(trs, new_states, logits, outputs)
 
 
@@ -195,20 +206,19 @@ def ffn_transitions(model: Any, x: Tensor, families: Sequence[str] = FAMILIES,
         hs.append(model.layer_forward(l, hs[-1]))
     trs = []
     if "encoder" in families:
-        trs.append(Transition("encoder", 0, _ffn_layer_fn(model, 0), h0, out_size=hs[1].shape[-1]))
+        trs.append(_transition("encoder", 0, _ffn_layer_fn(model, 0), h0, out_size=hs[1].shape[-1]))
     if "depth" in families:
         chosen = range(1, len(model.layers)) if layers is None else layers
         for l in chosen:
-            trs.append(Transition("depth", l, _ffn_layer_fn(model, l), hs[l], out_size=hs[l + 1].shape[-1]))
+            trs.append(_transition("depth", l, _ffn_layer_fn(model, l), hs[l], out_size=hs[l + 1].shape[-1]))
     if "decoder" in families:
         out = model.out
-        trs.append(Transition("decoder", len(model.layers) - 1, lambda h: out(h[None])[0], hs[-1],
-                              out_size=out.out_features))
+        trs.append(_transition("decoder", len(model.layers) - 1, out, hs[-1], out_size=out.out_features))
     return trs
 
 
 def _ffn_layer_fn(model: Any, l: int) -> Callable[[Tensor], Tensor]:
-    return lambda h: model.layer_forward(l, h[None])[0]
+    return lambda h: model.layer_forward(l, h)
 
 
 def layer_counts(model: Any) -> dict[str, int]:
@@ -235,6 +245,7 @@ __all__ = [
     "ffn_transitions",
     "is_ffn",
     "layer_counts",
+    "one_sample",
     "report_index",
     "rnn_transitions",
 ]
