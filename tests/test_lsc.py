@@ -261,6 +261,36 @@ def test_best_weights_are_restored_and_nan_is_caught(digits, monkeypatch):
     assert changed  # the best weights of the two good steps, not the initial ones
 
 
+def test_best_weights_are_the_measured_ones_not_the_updated_ones(digits):
+    """A step's radii score the weights they were measured on (before its update, METHOD.md §1.4): after one step
+    (no rescaling), the only scored weights are the initial ones, so they are what LSC keeps; the update was made
+    and then discarded. After two steps the kept weights are one of the two measured sets."""
+    model = _model("gru", 2, 8)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    kw = {"progress": False, "measure_steps": 1, "rescale_weights": "off", "rescale_time": False}
+    rep = lsc_pretrain(model, _batches(digits, 1), max_steps=1, **kw)
+    assert rep.steps == 1 and len(rep.history) == 1
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    model2 = _model("gru", 2, 8)
+    seen = []
+    import stablernn.lsc.pretrain as lsc_mod
+
+    real = lsc_mod._descend
+
+    def spy(run, *a, **k):
+        seen.append({n: v.clone() for n, v in run.model.state_dict().items()})
+        return real(run, *a, **k)
+
+    try:
+        lsc_mod._descend = spy
+        lsc_pretrain(model2, _batches(digits, 1), max_steps=2, **kw)
+    finally:
+        lsc_mod._descend = real
+    assert len(seen) == 2 and not torch.equal(seen[0]["cells.0.weight_hh"], seen[1]["cells.0.weight_hh"])
+    got = model2.state_dict()
+    assert any(all(torch.equal(w[k], v) for k, v in got.items()) for w in seen)
+
+
 def test_time_limit_stops(digits):
     rep = lsc_pretrain(_model("gru", 2, 8), _batches(digits, 1), max_steps=10_000, time_limit=1.0, progress=False,
                        measure_steps=1)

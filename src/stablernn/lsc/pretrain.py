@@ -372,11 +372,11 @@ def _measure(run: _Run, trs: list[Transition]) -> list[tuple[Transition, Tensor]
     return list(zip(trs, radii, strict=True))
 
 
-def _descend(run: _Run, terms: list[tuple[Transition, Tensor]], new_states: list[Any] | None
-             ) -> tuple[Tensor, list[float]] | str:
-    """One optimiser step on the LSC loss (then the time-constant rescaling): ``(loss, batch-mean radii)``, or the
-    stop reason when the loss is not finite. With the activity guard on, a rate term keeps spiking layers active
-    (LSC can otherwise meet a radius by silencing a layer; lsc/activity.py)."""
+def _descend(run: _Run, terms: list[tuple[Transition, Tensor]], radii: list[float], new_states: list[Any] | None
+             ) -> Tensor | str:
+    """One optimiser step on the LSC loss (then the time-constant and weight rescaling by ``radii``, the terms'
+    batch means): the loss, or the stop reason when it is not finite. With the activity guard on, a rate term keeps
+    spiking layers active (LSC can otherwise meet a radius by silencing a layer; lsc/activity.py)."""
     loss = torch.stack([((r - run.targets[tr.family]) ** 2).mean() for tr, r in terms]).mean()
     if run.rates_before is not None and new_states is not None and run.cfg.activity_weight > 0:
         rate_term = activity_penalty(run.model, new_states, run.cfg.activity)
@@ -386,7 +386,6 @@ def _descend(run: _Run, terms: list[tuple[Transition, Tensor]], new_states: list
     run.opt.zero_grad(set_to_none=True)
     loss.backward()
     run.opt.step()
-    radii = [float(r.detach().mean()) for _, r in terms]  # batch means of this step's measured radii
     if run.cfg.rescale_time and run.stack is not None:
         _rescale_time_constants(run.stack, [tr for tr, _ in terms], radii, run.targets.get("time"),
                                 run.cfg.rescale_clip, run.opt)
@@ -394,11 +393,14 @@ def _descend(run: _Run, terms: list[tuple[Transition, Tensor]], new_states: list
         clip = run.cfg.rescale_clip
         _rescale_round(run, {(tr.family, tr.layer): r for (tr, _), r in zip(terms, radii, strict=True)},
                        1.0 - clip, 1.0 + clip, skip_spiking_inputs=run.rates_before is not None)
-    return loss, radii
+    return loss
 
 
-def _bookkeep(run: _Run, terms: list[tuple[Transition, Tensor]], radii: list[float], loss: Tensor) -> bool:
-    """Moving averages, best weights and history after a step; True when the stopping test holds."""
+def _track(run: _Run, terms: list[tuple[Transition, Tensor]], radii: list[float]) -> float:
+    """The moving averages with this step's radii, and the best weights: those the radii were measured on, i.e.
+    before the step's update (METHOD.md §1.4; snapshotting after it kept weights one gradient step and one rescaling
+    away from their score: a 2x128 LRU's depth radius 0.557 after LSC with its moving average on target). Returns
+    the score."""
     tracker = run.tracker
     for (tr, _), radius in zip(terms, radii, strict=True):
         tracker.update(tr.family, report_index(run.model, tr.family, tr.layer), radius)
@@ -406,6 +408,12 @@ def _bookkeep(run: _Run, terms: list[tuple[Transition, Tensor]], radii: list[flo
     if score < tracker.best_score:
         tracker.best_score, tracker.best_step = score, run.step
         tracker.best_state = _snapshot(run.model)
+    return score
+
+
+def _bookkeep(run: _Run, score: float, loss: Tensor) -> bool:
+    """The stopping count and history after a step; True when the stopping test holds."""
+    tracker = run.tracker
     tracker.good = tracker.good + 1 if score < run.cfg.tol else 0
     run.history.append({"step": run.step, "loss": float(loss.detach()), **tracker.family_means()})
     return tracker.good >= run.cfg.patience
@@ -423,16 +431,17 @@ def _one_step(run: _Run) -> str | None:
             return f"linear-algebra failures in {run.failures} steps; restored the best weights"
         run.states = detach_states(new_states) if new_states is not None else None
         return None
-    done = _descend(run, terms, new_states)
-    if isinstance(done, str):
-        return done
-    loss, radii = done
+    radii = [float(r.detach().mean()) for _, r in terms]  # batch means of this step's measured radii
+    score = _track(run, terms, radii)
+    loss = _descend(run, terms, radii, new_states)
+    if isinstance(loss, str):
+        return loss
     run.step += 1
     if not all(torch.isfinite(p).all() for p in run.params):
         return f"non-finite weights after step {run.step}; restored the best weights (step {run.tracker.best_step})"
     if new_states is not None:
         run.states = detach_states(new_states)
-    if _bookkeep(run, terms, radii, loss):
+    if _bookkeep(run, score, loss):
         return f"converged: every moving-average radius within {cfg.tol:g} of its target for {cfg.patience} steps"
     return None
 
