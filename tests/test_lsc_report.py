@@ -101,3 +101,22 @@ def test_lstm_depth_radius_by_deflation_equals_eigvals():
         torch.testing.assert_close(measures.spectral_radius(J), torch.linalg.eigvals(J).abs().amax(-1))
     r = measures.spectral_radius(tr.jacobian())  # with gradient: the full matrix, differentiable
     assert r.requires_grad
+
+
+def test_report_batch_measures_the_first_examples_only(monkeypatch):
+    """``report_batch`` limits the before/after radii to the first examples of the first batch: the report then
+    equals radii_over_time on those examples, and the LSC steps still use ``batch_size``."""
+    import stablernn.lsc.pretrain as lsc_mod
+
+    seen: list[int] = []
+    real = lsc_mod.radii_over_time
+    monkeypatch.setattr(lsc_mod, "radii_over_time", lambda m, x, **k: seen.append(x.shape[0]) or real(m, x, **k))
+    x = torch.rand(8, 6, 8)
+    net = _net("gru")
+    rep = lsc_pretrain(net, x, max_steps=2, progress=False, report_batch=3, rescale_weights="off", engine="exact")
+    assert seen[0] == 3 and seen[-1] == 3  # before, after
+    ref = radii_over_time(net, x[:3], families=list(rep.target), engine="exact", steps=16).mean()
+    for fam, vals in rep.after.items():
+        assert vals == pytest.approx(ref[fam], rel=1e-5), fam
+    with pytest.raises(ValueError, match="report_batch"):
+        lsc_pretrain(_net("gru"), x, max_steps=1, progress=False, report_batch=0)

@@ -95,6 +95,10 @@ class LSCConfig:
                                          "(None: all)")
     measure_steps: int | None = option(16, "time steps (evenly spread over the first batch) of the before/after "
                                        "radii (None: all)")
+    # the report's cost is eigvals of every measured Jacobian (most of a short LSC run's time on the demo's LSTM);
+    # its per-sample spread is small (docs/lsc.md "The report's batch"), so a smaller batch may do for a summary
+    report_batch: int | None = option(None, "examples of the first batch the before/after radii are measured on "
+                                      "(None: the first batch_size)")
     exact_max_dim: int = option(256, "engine=auto: exact Jacobians up to this size, matrix-free above")
     mf_iters: int = option(64, "matrix-free engine: Arnoldi iterations at most (per direction)")
     mf_tol: float = option(1e-4, "matrix-free engine: relative change of the top Ritz value that counts as "
@@ -163,7 +167,7 @@ def validate_lsc_config(cfg: LSCConfig) -> None:
         v = getattr(cfg, name)
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ValueError(f"{_opt(name)} must be an integer >= 1, got {v!r}")
-    for name in ("batch_size", "layers_per_step", "measure_steps"):
+    for name in ("batch_size", "layers_per_step", "measure_steps", "report_batch"):
         v = getattr(cfg, name)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             raise ValueError(f"{_opt(name)} must be an integer >= 1 (or left out), got {v!r}")

@@ -469,7 +469,8 @@ REPORT_WARM_MIN_DIM = 512
 
 
 def _radii_means(run: _Run, x: Tensor, state: WarmState | None = None) -> dict[str, list[float]]:
-    """Mean radii per family and layer over ``measure_steps`` time steps of ``x`` (the report's before / after).
+    """Mean radii per family and layer over ``measure_steps`` time steps of the first ``report_batch`` examples of
+    ``x`` (the report's before / after).
 
     With the warm engine, ``state`` (a fresh one when None; the run's own bases for "after") is carried from each
     measured step to the next, with ``REPORT_WARM_BLOCKS`` blocks per cycle; other engines measure as configured."""
@@ -477,6 +478,7 @@ def _radii_means(run: _Run, x: Tensor, state: WarmState | None = None) -> dict[s
     warm = {"state": state if state is not None else WarmState(), "warm_blocks": REPORT_WARM_BLOCKS,
             "warm_cycles": c.warm_cycles, "warm_min_dim": max(c.warm_min_dim, REPORT_WARM_MIN_DIM)} \
         if c.engine == "warm" else {}
+    x = x[: c.report_batch] if c.report_batch is not None else x
     trace = radii_over_time(run.model, x, families=list(run.targets), measure=c.measure, engine=c.engine,
                             steps=c.measure_steps, generator=run.gen, **run.measure_kw(), **warm)
     return trace.mean()
