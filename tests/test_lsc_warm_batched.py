@@ -62,7 +62,7 @@ def test_one_sample_adds_and_removes_the_batch_axis():
     torch.testing.assert_close(fn(torch.ones(3), torch.full((2,), 2.0)), torch.full((3,), 4.0))
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", (*KINDS, "reslru"))
 def test_fast_jacobian_equals_the_jacobian_with_its_gradient(kind):
     """Encoder (forward mode: 8 inputs), decoder (reverse: 10 outputs) and the square ones, value and gradient."""
     model, trs = _model_transitions(kind)
@@ -79,6 +79,22 @@ def test_fast_jacobian_equals_the_jacobian_with_its_gradient(kind):
                 assert a is None or float(a.abs().max()) == 0.0
             else:
                 torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_fast_jacobian_widening_map_without_forward_mode_takes_reverse_mode(monkeypatch):
+    """A map wider out than in, not known to support forward mode, goes through Transition.jacobian (reverse mode):
+    the double backward that stood in for forward mode gave NaN weight gradients on a residual LRU's depth map."""
+    A = torch.randn(2, 7, 3, dtype=torch.float64)
+    tr = _linear(A)
+    calls = []
+    real = type(tr).jacobian
+    monkeypatch.setattr(type(tr), "jacobian", lambda self: calls.append(1) or real(self))
+    tr.forward_mode = False
+    torch.testing.assert_close(fast_jacobian(tr), A)
+    assert calls == [1]
+    tr.forward_mode = True
+    torch.testing.assert_close(fast_jacobian(tr), A)
+    assert calls == [1]  # forward mode by jvp on batch_fn, not through jacobian()
 
 
 def test_fast_jacobian_falls_back_without_batch_fn():
