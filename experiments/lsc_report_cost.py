@@ -79,6 +79,14 @@ def arnoldi_check(model, x, iters: list[int], label: str) -> None:
               f"{100 * float((e.mean() - ref.mean()) / ref.mean()):.3f}% |", flush=True)
 
 
+def _demo_net(run, data):
+    """The demo's net for ``run`` as ``fit`` builds it, LSC's batches, and the report's examples ``[B, T, F]``."""
+    seed_everything(run.train.seed)
+    model = build_for_task(run, data.info)
+    batches = [(x, y) for _, (x, y) in zip(range(run.lsc.batches), data.train, strict=False)]
+    return model, batches, batches[0][0][: run.lsc.batch_size]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cells", default="lstm,gru,alif")
@@ -93,10 +101,7 @@ def main() -> None:
         print("|---|---:|---:|---:|---:|---:|")
         for cell in a.cells.split(","):
             run = runs[cell]
-            seed_everything(run.train.seed)
-            model = build_for_task(run, data.info)
-            batches = [(x, y) for _, (x, y) in zip(range(run.lsc.batches), data.train, strict=False)]
-            x = batches[0][0][: run.lsc.batch_size]
+            model, batches, x = _demo_net(run, data)
             iters = [int(v) for v in a.arnoldi.split(",")]
             arnoldi_check(model, x, iters, f"2x128 {cell.upper()}, init")
             lsc_pretrain(model, batches, run.lsc)
@@ -107,10 +112,7 @@ def main() -> None:
     print("|---|---|" + "---:|" * (len(variants) + 2))
     for cell in a.cells.split(","):
         run = runs[cell]
-        seed_everything(run.train.seed)
-        model = build_for_task(run, data.info)
-        batches = [(x, y) for _, (x, y) in zip(range(run.lsc.batches), data.train, strict=False)]
-        x = batches[0][0][: run.lsc.batch_size]
+        model, batches, x = _demo_net(run, data)
         report(model, x, "exact closed form")  # warm-up of the process's first calls
         for when in ("init", "after LSC"):
             if when == "after LSC":
