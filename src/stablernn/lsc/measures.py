@@ -886,11 +886,11 @@ def warm_radii(trs: list[Transition], state: WarmState | None = None, *, block: 
     state = state if state is not None else WarmState()
     out: list[Tensor | None] = [None] * len(trs)
     groups: dict[tuple[Any, ...], list[int]] = {}
+    d = WARM_DENSE_MAX if dense_max is None else dense_max
     for i, tr in enumerate(trs):
         _check_square(tr)
         key = (tr.family, tr.layer, "radius")
         warm = state.get(key, (tr.batch_size, tr.source.shape[-1]))[0] is not None
-        d = WARM_DENSE_MAX if dense_max is None else dense_max
         kind = _joint_kind(tr, d)  # dense and structured products in separate calls (the structured ones stack)
         alone = not WARM_GROUPED or kind is None
         groups.setdefault((tr.source.shape[-1], tr.source.dtype, warm, i if alone else kind), []).append(i)
@@ -1026,6 +1026,20 @@ def choose_engine(tr: Transition, engine: Engine = "auto", exact_max_dim: int = 
     return "exact" if size <= exact_max_dim else "matrix_free"
 
 
+def _measure_and_engine(tr: Transition, measure: Measure, engine: Engine, rectangular: Rectangular,
+                        exact_max_dim: int, warm_min_dim: int) -> tuple[Measure, str]:
+    """What :func:`transition_measure` measures on ``tr`` (a radius of a non-square Jacobian becomes its norm with
+    ``rectangular="norm"``) and by which engine (``exact`` for probes)."""
+    if measure not in MEASURES:
+        raise ValueError(f"unknown measure {measure!r}; choose one of {', '.join(MEASURES)}")
+    if rectangular not in ("subsample", "norm"):
+        raise ValueError(f"rectangular must be 'subsample' or 'norm', got {rectangular!r}")
+    if measure == "radius" and rectangular == "norm" and tr.source.shape[-1] != tr.out_dim():
+        measure = "norm"
+    eng = "exact" if measure == "probe" else choose_engine(tr, engine, exact_max_dim, measure, warm_min_dim)
+    return measure, eng
+
+
 def transition_measure(tr: Transition, measure: Measure = "radius", engine: Engine = "auto", *,
                        generator: torch.Generator | None = None, exact_max_dim: int = EXACT_MAX_DIM,
                        max_iter: int = 64, tol: float = 1e-4, rectangular: Rectangular = "subsample",
@@ -1036,16 +1050,11 @@ def transition_measure(tr: Transition, measure: Measure = "radius", engine: Engi
     ``rectangular="norm"`` measures a non-square Jacobian by its top singular value instead of the radius of a
     random square submatrix. ``engine="warm"`` reads and updates ``state`` (a fresh, cold one when None), with
     ``warm_cycles`` / ``warm_blocks`` the ``cycles`` / ``blocks`` of :func:`warm_radius` (None: its default), and
-    the exact engine below ``warm_min_dim`` (see :func:`choose_engine`)."""
-    if measure not in MEASURES:
-        raise ValueError(f"unknown measure {measure!r}; choose one of {', '.join(MEASURES)}")
-    if rectangular not in ("subsample", "norm"):
-        raise ValueError(f"rectangular must be 'subsample' or 'norm', got {rectangular!r}")
-    if measure == "radius" and rectangular == "norm" and tr.source.shape[-1] != tr.out_dim():
-        measure = "norm"
-    eng = choose_engine(tr, engine, exact_max_dim, measure, warm_min_dim)
-    if eng == "exact" or measure == "probe":
-        return measure_jacobian(tr.jacobian(), measure, generator)
+    the exact engine below ``warm_min_dim`` (see :func:`choose_engine`). The exact engine's Jacobians come from
+    :func:`fast_jacobian` (the same values and gradient as ``Transition.jacobian``)."""
+    measure, eng = _measure_and_engine(tr, measure, engine, rectangular, exact_max_dim, warm_min_dim)
+    if eng == "exact":
+        return measure_jacobian(fast_jacobian(tr), measure, generator)
     if eng == "warm":
         fn = warm_radius if measure == "radius" else warm_norm
         more = {} if warm_blocks is None else {"blocks": warm_blocks}
@@ -1055,7 +1064,7 @@ def transition_measure(tr: Transition, measure: Measure = "radius", engine: Engi
     return matrix_free_norm(tr, max_iter, tol, generator)[0]
 
 
-# Jacobians of the exact engine inside transition_measures: through Transition.batch_fn on a replicated batch (one
+# Jacobians of the exact engine (transition_measure): through Transition.batch_fn on a replicated batch (one
 # forward and one or two backward passes, no vmap) while min(d_in, d_out) * B is at most this; 0: Transition.jacobian
 FAST_JACOBIAN_ROWS = 8192
 
@@ -1107,14 +1116,8 @@ def transition_measures(trs: list[Transition], measure: Measure = "radius", engi
     out: list[Tensor | None] = [None] * len(trs)
     warm: list[int] = []
     for i, tr in enumerate(trs):
-        m = measure
-        if m == "radius" and rectangular == "norm" and tr.source.shape[-1] != tr.out_dim():
-            m = "norm"
-        if m == "radius" and choose_engine(tr, engine, exact_max_dim, m, warm_min_dim) == "warm":
+        if _measure_and_engine(tr, measure, engine, rectangular, exact_max_dim, warm_min_dim) == ("radius", "warm"):
             warm.append(i)
-            continue
-        if m == "probe" or choose_engine(tr, engine, exact_max_dim, m, warm_min_dim) == "exact":
-            out[i] = measure_jacobian(fast_jacobian(tr), m, generator)
             continue
         out[i] = transition_measure(tr, measure, engine, generator=generator, exact_max_dim=exact_max_dim,
                                     max_iter=max_iter, tol=tol, rectangular=rectangular, state=state,
