@@ -7,12 +7,13 @@ import itertools
 import pytest
 import torch
 
+from carried_steps import carried_transitions
 from stablernn.cells import ALIFCell, ElmanCell, GRUCell, LIFCell, LSTMCell
 from stablernn.cells.base import HasStateJacobian
 from stablernn.lsc import measures
 from stablernn.lsc.measures import WarmState, spectral_radius, transition_measure
 from stablernn.lsc.transitions import rnn_transitions
-from stablernn.models import DeepRNN, ModelConfig, build_model, detach_states
+from stablernn.models import DeepRNN, ModelConfig, build_model
 
 torch.set_num_threads(1)
 DT = torch.float64
@@ -176,17 +177,10 @@ def test_products_by_size_limits(monkeypatch, closed_max, closed_dense_max, dens
 
 # --- the warm engine with the closed forms: within 1% of exact -------------------------------------------------
 def _warm_vs_exact(kind: str, width: int, B: int = 4, blocks: int = 32) -> None:
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(cell=kind, layers=2, width=width), input_size=8, output_size=10,
-                        seq_len=8).eval()
-    x = torch.rand(B, 4, 8)
-    states = model.initial_states(B)
     state = WarmState()
     used = []
-    for t in range(4):  # the bases carried over the time steps, as LSC uses them
-        with torch.no_grad():
-            res = rnn_transitions(model, x[:, t], states, families=("time", "depth"))
-        for tr in res.transitions:
+    for t, trs in carried_transitions(kind, width, B, families=("time", "depth")):  # bases carried, as LSC uses them
+        for tr in trs:
             closed = tr.closed_form
             tr.closed_form = lambda *a, d=closed: used.append(1) or d(*a)
             with torch.no_grad():
@@ -195,7 +189,6 @@ def _warm_vs_exact(kind: str, width: int, B: int = 4, blocks: int = 32) -> None:
             if t == 3:
                 ref = spectral_radius(tr.jacobian().detach())
                 assert bool(((got - ref).abs() <= 0.01 * ref + 1e-6).all()), (kind, width, tr.family, got, ref)
-        states = detach_states(res.states)
     assert state.stats.exact == 0 and len(used) == 4 * 3  # every Jacobian came from a closed form
 
 
