@@ -8,10 +8,11 @@
    (``warm``, the default) and with them off (``warm autograd``: ``WARM_CLOSED_FORM_MAX = 0``, the dense path
    materialising by pullbacks up to ``WARM_DENSE_MAX``, matrix-free above; and ``FORWARD_MODE = False``: the
    exactly measured encoder by reverse mode); and ``warm before``: closed forms on, but the Krylov step, one Krylov
-   call per transition and vmapped pullbacks as before issue 13's second pass (``WARM_FAST_KRYLOV``,
-   ``WARM_GROUPED``, ``BATCH_FN`` off). Medians over ``--rounds`` rounds; in
-   each round every variant and the training step run back to back, so a load change on this shared machine hits
-   all of them alike.
+   call per transition, vmapped pullbacks and the cold restart of a lost pair as before issue 13's second pass
+   (``WARM_FAST_KRYLOV``, ``WARM_GROUPED``, ``BATCH_FN``, ``WARM_RETRY`` off; 12 Krylov blocks); and ``warm 12
+   blocks``: the present engine with the 12 blocks LSC used before its default became 8 (the accuracy trade-off is
+   in docs/lsc.md). Medians over ``--rounds`` rounds; in each round every variant and the training step run back to
+   back, so a load change on this shared machine hits all of them alike.
 2. ``target``: steps and seconds to reach the target (default ``LSCConfig``, one run per engine) against the demo
    net's training time (median training step x batches per epoch x the demo's epochs).
 3. ``width``: how the per-step cost grows with width (``--width-cell``, 2 layers, 64 -> 1024): exact up to
@@ -45,6 +46,10 @@ from stablernn.lsc.pretrain import _one_step, _prepare_batches, _start, lsc_pret
 from stablernn.models import ModelConfig, build_model
 
 ENGINES = ("exact", "warm")
+# the warm engine's Krylov blocks per LSC step before LSCConfig.warm_blocks went from 12 to 8: "warm before" runs with
+# them, and the step part times the present engine with them too ("warm 12 blocks": warm_radius's default, the
+# estimator the 1% accuracy tests hold for; docs/lsc.md "Krylov blocks per LSC step")
+BEFORE_BLOCKS = 12
 
 
 def _model(cell: str, layers: int, width: int, seed: int = 0):
@@ -68,18 +73,20 @@ def _parse(nets: str) -> list[tuple[str, int, int]]:
 
 # the variants of the warm engine: (WARM_CLOSED_FORM_MAX, WARM_DENSE_MAX, WARM_CLOSED_FORM_DENSE_MAX, FORWARD_MODE,
 # CLOSED_FORM_NOGRAD: the exact engine's Jacobians without gradient, i.e. the report's, WARM_FAST_KRYLOV, WARM_GROUPED,
-# BATCH_FN), None = the library's value: closed forms (and the encoder's forward mode) as the library uses them; both
-# off, i.e. the engine before them (autograd dense up to WARM_DENSE_MAX, pullbacks above); off and every product a
-# pullback; on with every product structured (never materialised); on and always materialised; "warm_before": the
-# closed forms on but the Krylov step, the per-transition calls and the vmapped pullbacks as before issue 13's second
-# pass (the engine this pass started from)
+# BATCH_FN, WARM_RETRY), None = the library's value: closed forms (and the encoder's forward mode) as the library uses
+# them; both off, i.e. the engine before them (autograd dense up to WARM_DENSE_MAX, pullbacks above); off and every
+# product a pullback; on with every product structured (never materialised); on and always materialised;
+# "warm_before": the closed forms on but the Krylov step, the per-transition calls, the vmapped pullbacks and the cold
+# restart of a lost pair as before issue 13's second pass (the engine this pass started from; with its 12 blocks,
+# BEFORE_BLOCKS)
 VARIANTS: dict[str, tuple[int | bool | None, ...]] = {
-    "warm": (None,) * 8, "warm_autograd": (0, None, None, False, False, None, None, None),
-    "mf": (0, 0, None, False, False, None, None, None), "structured": (None, None, 0, None, None, None, None, None),
-    "cf_dense": (None, None, 1 << 30, None, None, None, None, None),
-    "warm_before": (None, None, None, None, None, False, False, False)}
+    "warm": (None,) * 9, "warm_autograd": (0, None, None, False, False, None, None, None, None),
+    "mf": (0, 0, None, False, False, None, None, None, None),
+    "structured": (None, None, 0, None, None, None, None, None, None),
+    "cf_dense": (None, None, 1 << 30, None, None, None, None, None, None),
+    "warm_before": (None, None, None, None, None, False, False, False, False)}
 KNOBS = ("WARM_CLOSED_FORM_MAX", "WARM_DENSE_MAX", "WARM_CLOSED_FORM_DENSE_MAX", "FORWARD_MODE", "CLOSED_FORM_NOGRAD",
-         "WARM_FAST_KRYLOV", "WARM_GROUPED", "BATCH_FN")
+         "WARM_FAST_KRYLOV", "WARM_GROUPED", "BATCH_FN", "WARM_RETRY")
 
 
 @contextlib.contextmanager
@@ -137,14 +144,16 @@ def part_step(a: argparse.Namespace, data) -> None:
     x, y = next(iter(data.train))
     print(f"## ms per LSC step vs per training step (training batch {x.shape[0]} x T={x.shape[1]}, LSC batch "
           f"{a.lsc_batch}; median of {a.rounds} rounds after one warm-up, same run)\n")
-    print("| net | train step ms | LSC exact ms | LSC warm autograd ms | LSC warm before ms | LSC warm ms | "
-          "exact / train | warm autograd / train | warm before / train | warm / train | before / warm |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| net | train step ms | LSC exact ms | LSC warm autograd ms | LSC warm before ms | "
+          f"LSC warm {BEFORE_BLOCKS} blocks ms | LSC warm ms | exact / train | warm autograd / train | "
+          f"warm before / train | warm {BEFORE_BLOCKS} blocks / train | warm / train | before / warm |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for cell, layers, width in _parse(a.nets):
         train = TrainStep(cell, layers, width, x, y)
-        lsc = {v: LSCStep(cell, layers, width, [x], engine=e, batch_size=a.lsc_batch)
+        more = {"warm_before": {"warm_blocks": BEFORE_BLOCKS}, "warm_b": {"warm_blocks": BEFORE_BLOCKS}}
+        lsc = {v: LSCStep(cell, layers, width, [x], engine=e, batch_size=a.lsc_batch, **more.get(v, {}))
                for v, e in (("exact", "exact"), ("warm_autograd", "warm"), ("warm_before", "warm"),
-                            ("warm", "warm"))}
+                            ("warm_b", "warm"), ("warm", "warm"))}
         times: dict[str, list[float]] = {"train": [], **{v: [] for v in lsc}}
         for r in range(a.rounds + 1):
             t = {"train": _timer(train), **{v: _timed(v, fn) for v, fn in lsc.items()}}
@@ -154,9 +163,9 @@ def part_step(a: argparse.Namespace, data) -> None:
         med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
         tr = med["train"]
         print(f"| {layers}x{width} {cell.upper()} | {tr:.1f} | {med['exact']:.1f} | {med['warm_autograd']:.1f} | "
-              f"{med['warm_before']:.1f} | {med['warm']:.1f} | {med['exact'] / tr:.1f}x | "
-              f"{med['warm_autograd'] / tr:.1f}x | {med['warm_before'] / tr:.1f}x | {med['warm'] / tr:.1f}x | "
-              f"{med['warm_before'] / med['warm']:.2f}x |", flush=True)
+              f"{med['warm_before']:.1f} | {med['warm_b']:.1f} | {med['warm']:.1f} | {med['exact'] / tr:.1f}x | "
+              f"{med['warm_autograd'] / tr:.1f}x | {med['warm_before'] / tr:.1f}x | {med['warm_b'] / tr:.1f}x | "
+              f"{med['warm'] / tr:.1f}x | {med['warm_before'] / med['warm']:.2f}x |", flush=True)
 
 
 def part_target(a: argparse.Namespace, _data) -> None:

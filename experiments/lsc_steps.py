@@ -103,6 +103,8 @@ def variant(name: str) -> Iterator[dict[str, Any]]:
         elif name.startswith("rw_") and name.endswith("_notau"):  # the start rounds leave the time constants alone
             extra["rescale_weights"] = RESCALE_VARIANTS[name.removesuffix("_notau")]
             P.RESCALE_START_TIME_RANGE = 1.0
+        elif name.startswith("blocks") and name[6:].isdigit():  # the warm engine's Krylov blocks per LSC step
+            extra["warm_blocks"] = int(name[6:])
         elif name != "base":
             raise ValueError(f"unknown variant {name!r}")
         yield extra

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from carried_steps import carried_transitions
 from stablernn.data import DataConfig, load_task
+from stablernn.lsc import measures
 from stablernn.lsc.config import LSCConfig
 from stablernn.lsc.measures import (
     Transition,
@@ -125,10 +126,31 @@ def test_lost_pair_restarts_cold_then_falls_back_to_exact():
     assert ("time", 0, "radius") in state.bases
     # a residual bound nothing meets: every sample restarts cold, then goes to the exact engine
     r = warm_radius(tr, state, blocks=1, tol=1e-12)
-    assert state.stats.cold == 3 and state.stats.exact == 3
+    assert state.stats.retried == 3 and state.stats.cold == 3 and state.stats.exact == 3
     torch.testing.assert_close(r, spectral_radius(tr.jacobian()), rtol=1e-9, atol=0)
     s = warm_norm(tr, state, blocks=1, tol=1e-12)
     torch.testing.assert_close(s, spectral_norm(tr.jacobian()), rtol=1e-9, atol=0)
+
+
+def _top_one(seed: int, n: int = 48, B: int = 3) -> Tensor:
+    """``[B, n, n]`` with eigenvalue 1 over a bulk in [0, 0.6), in a random basis per sample."""
+    g = torch.Generator().manual_seed(seed)
+    D = torch.diag(torch.cat([torch.tensor([1.0]), 0.6 * torch.rand(n - 1, generator=g)])).double()
+    Q = torch.linalg.qr(torch.randn(B, n, n, generator=g, dtype=torch.float64)).Q
+    return Q @ D @ Q.mT
+
+
+@pytest.mark.parametrize("retry", [True, False])
+def test_lost_pair_retries_warm_before_a_cold_restart(monkeypatch, retry):
+    """Bases kept from another operator: one short cycle loses every pair; one more warm cycle from the basis it
+    kept converges (no cold restart), where WARM_RETRY off restarts all three cold. Both end at the exact radius."""
+    monkeypatch.setattr(measures, "WARM_RETRY", retry)
+    state = WarmState()
+    warm_radius(_linear(_top_one(0)), state, generator=torch.Generator().manual_seed(0))
+    A = _top_one(1)
+    r = warm_radius(_linear(A), state, blocks=3, tol=0.03, generator=torch.Generator().manual_seed(1))
+    assert (state.stats.retried, state.stats.cold, state.stats.exact) == ((3, 0, 0) if retry else (0, 3, 0))
+    torch.testing.assert_close(r, spectral_radius(A), rtol=1e-3, atol=0)
 
 
 def test_state_shape_change_starts_cold_and_bad_input():
