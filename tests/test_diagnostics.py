@@ -108,7 +108,7 @@ def test_firing_rates():
     x = torch.rand(4, 6, 4) * 3
     rates = firing_rates(model, x)
     out = model.eval().run(x)
-    assert rates == pytest.approx([float(o.mean()) for o in out.layer_outputs], rel=1e-6)
+    assert rates == pytest.approx([float(o.detach().mean()) for o in out.layer_outputs], rel=1e-6)
     assert rates[0] > 0
     assert firing_rates(_model("gru", 2), x) == [None, None]
 

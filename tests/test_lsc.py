@@ -293,6 +293,37 @@ def test_best_weights_are_the_measured_ones_not_the_updated_ones(digits):
     assert any(all(torch.equal(w[k], v) for k, v in got.items()) for w in seen)
 
 
+def test_best_weights_need_their_own_radii_on_target_too(digits):
+    """The moving average lags the weights: a last step whose own radius is far off (the moving average barely
+    moves) must not replace weights whose own radii and moving averages were both closer."""
+    import stablernn.lsc.pretrain as lsc_mod
+
+    cfg = LSCConfig(progress=False, rescale_weights="off", rescale_time=False)
+    run = lsc_mod._start(_model("gru", 2, 8), lsc_mod._prepare_batches(_batches(digits, 1), cfg, None), cfg)
+    trs, _ = lsc_mod._rnn_step(run)
+    terms = [(tr, torch.zeros(1)) for tr in trs]
+    target = {tr.family: run.targets[tr.family] for tr in trs}
+    w = run.model.cells[0].weight_hh
+    for step in range(10):  # every radius 0.02 above its target
+        run.step = step
+        with torch.no_grad():
+            w.add_(0.01)
+        lsc_mod._track(run, terms, [target[tr.family] + 0.02 for tr in trs])
+    kept = w.detach().clone()
+    assert run.tracker.best_step == 0
+    run.step = 10
+    with torch.no_grad():
+        w.add_(1.0)
+    off = [target[tr.family] + (-0.1 if tr.family == "time" else 0.0) for tr in trs]
+    score = lsc_mod._track(run, terms, off)
+    assert score < 0.02  # the moving averages alone call these weights the best so far ...
+    assert run.tracker.best_step == 0  # ... but their own time radius is 0.1 off
+    torch.testing.assert_close(run.tracker.best_state["cells.0.weight_hh"], kept - 0.09)  # step 0's weights
+    run.step = 11
+    lsc_mod._track(run, terms, [target[tr.family] for tr in trs])  # on target now, averages and own radii
+    assert run.tracker.best_step == 11
+
+
 def test_time_limit_stops(digits):
     rep = lsc_pretrain(_model("gru", 2, 8), _batches(digits, 1), max_steps=10_000, time_limit=1.0, progress=False,
                        measure_steps=1)

@@ -400,13 +400,23 @@ def _track(run: _Run, terms: list[tuple[Transition, Tensor]], radii: list[float]
     """The moving averages with this step's radii, and the best weights: those the radii were measured on, i.e.
     before the step's update (METHOD.md §1.4; snapshotting after it kept weights one gradient step and one rescaling
     away from their score: a 2x128 LRU's depth radius 0.557 after LSC with its moving average on target). Returns
-    the score."""
+    the score (the moving averages' largest distance from their targets, which the stopping test uses).
+
+    The weights are scored by the larger of that and this step's own radii's largest distance: the moving average
+    lags the weights, and alone it kept weights whose own radii were off. Measured: a 2x128 LRU's depth radius
+    oscillated around its target with a growing amplitude (0.50, 0.49, 0.51, 0.48, 0.44 in its last steps) while
+    its moving average stayed at 0.50, and LSC returned the last weights, whose depth radius is 0.44. The step's
+    radii alone (METHOD.md §1.4's criterion) would favour a lucky time step of input-dependent nets."""
     tracker = run.tracker
+    now: dict[tuple[str, int], float] = {}
     for (tr, _), radius in zip(terms, radii, strict=True):
-        tracker.update(tr.family, report_index(run.model, tr.family, tr.layer), radius)
+        key = (tr.family, report_index(run.model, tr.family, tr.layer))
+        tracker.update(*key, radius)
+        now[key] = radius
     score = tracker.score()
-    if score < tracker.best_score:
-        tracker.best_score, tracker.best_step = score, run.step
+    mine = max([abs(v - tracker.targets[k[0]]) for k, v in now.items() if k in tracker.keys], default=0.0)
+    if max(score, mine) < tracker.best_score:
+        tracker.best_score, tracker.best_step = max(score, mine), run.step
         tracker.best_state = _snapshot(run.model)
     return score
 
