@@ -96,7 +96,7 @@ def test_lstm_forget_gates_move_as_one_leak(digits):
         rep = lsc_pretrain(model, _batches(digits), lr=2e-2, max_steps=20, progress=False, measure_steps=2,
                            rescale_time=rescale, families=("time",))
         H = 16
-        runs[rescale] = (rep.mean_after("time"), float(model.cells[0].bias_ih[H:2 * H].mean()))
+        runs[rescale] = (rep.mean_after("time"), float(model.cells[0].bias_ih[H:2 * H].detach().mean()))
     assert runs[True][1] < runs[False][1] - 0.5, runs  # the forget-gate biases moved down together
     assert runs[True][0] < runs[False][0] - 0.1, runs
 

@@ -164,6 +164,33 @@ def test_rescale_never_silences_a_spiking_layer_with_the_guard_on(digits):
     assert all(0.01 <= r <= 0.9 for r in rep.activity["after_lsc"] if r is not None)
 
 
+@pytest.mark.parametrize("refit", [True, False])
+def test_start_round_refits_a_silenced_layer_instead_of_freezing_its_input(digits, monkeypatch, refit):
+    """An ALIF net asked for small radii (0.1): the start round's input-weight scale silences a layer. With
+    START_REFIT its bias is refitted into range and the scale kept (the input weight stays free for the next
+    rounds); without, the scale is undone and the weight frozen. Either way no layer leaves the start silent."""
+    import stablernn.lsc.pretrain as lsc_mod
+
+    monkeypatch.setattr(lsc_mod, "START_REFIT", refit)
+    runs = []
+    real = lsc_mod._undo_silencing
+
+    def spy(run, done, weights):
+        runs.append(run)
+        return real(run, done, weights)
+
+    monkeypatch.setattr(lsc_mod, "_undo_silencing", spy)
+    model = _model("alif", threshold=0.5)
+    rep = lsc_pretrain(model, _batches(digits), max_steps=1, progress=False, rescale_weights="start", target=0.1,
+                       engine="exact")
+    run = runs[0]
+    if refit:
+        assert run.refit_start and not run.rescale_frozen, (run.refit_start, run.rescale_frozen)
+    else:
+        assert run.rescale_frozen and not run.refit_start
+    assert all(0.01 <= r <= 0.9 for r in rep.activity["after_lsc"] if r is not None), rep.activity
+
+
 def test_round_after_the_guard_refit_keeps_rates_in_range(digits):
     """LSC silences a small ALIF's layers and the guard refits their biases; the rescaling round after the refit
     (which moves the radii back) must leave every spiking layer firing in range."""

@@ -20,7 +20,9 @@ from stablernn.lsc.activity import (
     activity_penalty,
     check_activity,
     guard_activity,
+    refit_goal,
     refit_rates_,
+    refittable,
     spiking_rates,
 )
 from stablernn.lsc.config import LSCConfig
@@ -302,6 +304,9 @@ def test_guard_off_for_nets_without_spikes_and_refit_checks(digits):
     assert refit_rates_(alif, [_x(digits, 4)], [], 0.1) == 0
     with pytest.raises(ValueError, match=r"goal firing rate must lie in \(0, 1\)"):
         refit_rates_(alif, [_x(digits, 4)], [0], 1.5)
+    assert refittable(alif.cells[0]) and not refittable(m.cells[0])  # a trainable per-neuron bias, or not
+    assert refit_goal(0.01, 0.9) == pytest.approx(0.0949, abs=1e-4)  # the geometric mean of the range
+    assert refit_goal(0.0, 0.9) == pytest.approx((1e-4 * 0.9) ** 0.5)  # a zero floor counts as 1e-4
 
 
 def test_activity_penalty_costs_one_per_silent_layer_and_nothing_in_range(digits):

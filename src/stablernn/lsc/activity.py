@@ -292,6 +292,17 @@ def _guard_gates(model: Any, xs: Sequence[Tensor], before: list[float | None], r
             "recentred": recentred}
 
 
+def refit_goal(low: float, high: float) -> float:
+    """The rate a refit aims at inside the activity range ``[low, high]``: their geometric mean (a silenced and a
+    saturated layer end equally far, in log rate, from the edges)."""
+    return math.sqrt(max(low, 1e-4) * high)
+
+
+def refittable(cell: Any) -> bool:
+    """Whether :func:`refit_rates_` can move this cell's firing rate (a trainable per-neuron bias)."""
+    return isinstance(cell, HasBias) and isinstance(cell.bias, nn.Parameter)
+
+
 def _guard_rates(model: Any, xs: Sequence[Tensor], low: float, high: float, after: list[float | None],
                  before: list[float | None] | None, rounds: int) -> ActivityReport:
     """The spiking half of :func:`guard_activity`."""
@@ -299,13 +310,13 @@ def _guard_rates(model: Any, xs: Sequence[Tensor], low: float, high: float, afte
     report = ActivityReport(low, high, list(before or [None] * len(after)), after, list(after),
                             silenced=[l for l in out if after[l] < low],
                             saturated=[l for l in out if after[l] > high])
-    goal = math.sqrt(max(low, 1e-4) * high)
+    goal = refit_goal(low, high)
     current = after
     cells = as_stack(model).cells
     # only a trainable per-neuron bias can be refitted (an adapted Norse layer has none: it stays reported)
-    refittable = {l for l, c in enumerate(cells) if isinstance(c, HasBias) and isinstance(c.bias, nn.Parameter)}
+    can = {l for l, c in enumerate(cells) if refittable(c)}
     for _ in range(rounds):
-        bad = [l for l, r in enumerate(current) if r is not None and not low <= r <= high and l in refittable]
+        bad = [l for l, r in enumerate(current) if r is not None and not low <= r <= high and l in can]
         if not bad:
             break
         report.refit = sorted(set(report.refit) | set(bad))
@@ -317,4 +328,4 @@ def _guard_rates(model: Any, xs: Sequence[Tensor], low: float, high: float, afte
 
 __all__ = ["GATE_SATURATION_LIMIT", "SATURATED_DERIVATIVE", "SATURATION_Z", "ActivityReport", "HasGates",
            "activity_penalty", "check_activity", "gate_saturation", "guard_activity", "recentre_gates_",
-           "refit_rates_", "spiking_rates"]
+           "refit_goal", "refit_rates_", "refittable", "spiking_rates"]

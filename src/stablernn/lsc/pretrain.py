@@ -47,7 +47,15 @@ from ..cells.base import HasInputWeight, HasInputWeightParts, MatrixRecurrent, S
 from ..data.base import TaskData
 from ..io import atomic_write_json
 from ..models import detach_states, eval_mode
-from .activity import activity_penalty, gate_saturation, guard_activity, spiking_rates
+from .activity import (
+    activity_penalty,
+    gate_saturation,
+    guard_activity,
+    refit_goal,
+    refit_rates_,
+    refittable,
+    spiking_rates,
+)
 from .config import FAMILIES, Engine, LSCConfig, Measure
 from .measures import Transition, WarmState, transition_measure, transition_measures
 from .radii import batch_x, radii_over_time
@@ -329,6 +337,8 @@ class _Run:
     # activity guard froze (a rescale that took a spiking layer out of its rate range is undone and not retried)
     rescale_total: dict[tuple[str, int], float] = field(default_factory=dict)
     rescale_frozen: set[tuple[str, int]] = field(default_factory=set)
+    # spiking layers whose bias a start round refitted (START_REFIT), in order
+    refit_start: list[int] = field(default_factory=list)
 
     def measure_kw(self) -> dict[str, Any]:
         c = self.cfg
@@ -764,19 +774,35 @@ def _start_time_constants(run: _Run, radii: dict[tuple[str, int], float]) -> Non
                                   target)
 
 
-@torch.no_grad()
+# In the start rounds, a spiking layer that a scale of its input weights took out of its rate range first gets its
+# bias refitted into range (lsc/activity.py, as the guard does after LSC), keeping the scale; only when that fails is
+# the scale undone and the layer's input weight frozen. Measured on a 2x256 ALIF (digits rows): the encoder's scale
+# 0.32 silenced layer 0 (rate 0.001), the undo froze its input weights, and the gradient alone took the encoder
+# radius from 1.55 to 0.5 in 177 steps (docs/lsc.md "Spiking layers in the start rounds"). False: undo and freeze
+START_REFIT = True
+
+
 def _undo_silencing(run: _Run, done: dict[tuple[str, int], float],
                     weights: dict[tuple[str, int], Rescalable]) -> None:
-    """Undo this round's input-weight scale of every spiking layer now outside the activity range, lowest first
-    (a layer pushed out of range from below may recover once its lower layer does), and freeze it."""
+    """For every spiking layer this round's input-weight scale took outside the activity range, lowest first (a
+    layer pushed out of range from below may recover once its lower layer does): refit its bias into range
+    (``START_REFIT``), else undo the scale and freeze it."""
     low, high = run.cfg.activity
     rates = spiking_rates(run.model, run.xs)
     for l in range(len(run.stack.cells)):
         key = ("encoder" if l == 0 else "depth", l)
         if rates[l] is None or low <= rates[l] <= high or key not in done:
             continue
-        for part in _parts(weights[key]):
-            part.div_(done[key])
+        if START_REFIT and refittable(run.stack.cells[l]):
+            with torch.enable_grad():
+                refit_rates_(run.model, run.xs, [l], refit_goal(low, high))
+            rates = spiking_rates(run.model, run.xs)
+            if low <= rates[l] <= high:
+                run.refit_start.append(l)
+                continue
+        with torch.no_grad():
+            for part in _parts(weights[key]):
+                part.div_(done[key])
         run.rescale_total[key] = run.rescale_total.get(key, 1.0) / done[key]
         run.rescale_frozen.add(key)
         rates = spiking_rates(run.model, run.xs)
