@@ -10,13 +10,15 @@ radii after, and the moving-average time / depth radius at steps 20, 40, 60, 100
     python experiments/lsc_steps.py --report-check --max-steps 40   # the before/after report against exact
     python experiments/lsc_steps.py --cells lstm,gru,alif,lru --variants rw_off,rw_start,rw_step,rw_both
     python experiments/lsc_steps.py --cells gru --layers 5 --width 64 --variants rw_off,rw_start,rw_step,rw_both
+    python experiments/lsc_steps.py --cells lstm,gru,alif,lru --variants base,blocks12 --max-steps 200
 
 Variants: ``base`` (the library as it is), ``no_rescale`` (``rescale_time=False``), ``lstm_stop`` (the forget-gate
 scaling stopped where the gate reaches the target), ``gru_z`` / ``gru_z_stop`` / ``gru_z_floor2`` (the update gate
 scaled like the LSTM's forget gate: unbounded / stopped at the target / stopped at target²), ``skip_t0`` (LSC's steps
 start each batch at t = 1, from the state after a forward step), ``rw_off`` / ``rw_start`` / ``rw_step`` /
 ``rw_both`` (``rescale_weights`` off / start / step / start+step: the closed-form weight rescaling), with the suffix
-``_notau`` the start rounds without the time-constant scale (``RESCALE_START_TIME_RANGE = 1``).
+``_notau`` the start rounds without the time-constant scale (``RESCALE_START_TIME_RANGE = 1``), ``blocksN`` (e.g.
+``blocks12``: ``LSCConfig.warm_blocks = N``, the warm engine's Krylov blocks per step).
 """
 from __future__ import annotations
 
