@@ -104,9 +104,9 @@ class LSCConfig:
     mf_tol: float = option(1e-4, "matrix-free engine: relative change of the top Ritz value that counts as "
                            "converged")
     warm_cycles: int = option(1, "warm engine: Rayleigh-Ritz cycles per step and transition (cold starts use 3)")
-    # 8 rather than warm_radius's 12: measured along LSC's trajectories (2x256 LSTM / GRU / ALIF, 40 steps) 26-30%
-    # cheaper per step, radii 0.1-1% (median) and up to 9% (max) off exact instead of 0.1-0.7% and 4.5%, the same
-    # steps to target and radii after (docs/lsc.md "Krylov blocks per LSC step")
+    # 8 rather than warm_radius's 12: measured along LSC's trajectories (2x256 LSTM / GRU / ALIF, 40 steps) 17-35%
+    # cheaper per step, radii 0.05-1% (median) and up to 9% (max) off exact instead of 0.01-0.7% and 4.5%, the same
+    # steps to target, time / depth radii after within 0.017 (docs/lsc.md "Krylov blocks per LSC step")
     warm_blocks: int = option(8, "warm engine: Krylov blocks per cycle (of 4 vectors: 3 kept + 1 random)")
     warm_min_dim: int = option(128, "warm engine: the exact engine for Jacobians smaller than this (faster there, "
                                "measured)")
