@@ -628,18 +628,11 @@ def _jacobian_nograd(tr: Transition, dense_max: int | None = None,
 
 
 def _products(tr: Transition, dense_max: int) -> tuple[Tensor | None, Callable[[Tensor], Tensor] | None,
-                                                       Callable[[Tensor], Tensor] | None, bool]:
-    """How the warm engine multiplies by ``J`` / ``Jᵀ`` (rows ``[B, k, n]``), no gradient: ``(J, None, None, _)`` to
+                                                       Callable[[Tensor], Tensor] | None, StructuredJacobian | None]:
+    """How the warm engine multiplies by ``J`` / ``Jᵀ`` (rows ``[B, k, n]``), no gradient: ``(J, None, None, op)`` to
     use the materialised Jacobians (closed form up to ``WARM_CLOSED_FORM_DENSE_MAX``, else autograd up to
-    ``dense_max``), or ``(None, mv, rmv, structured)``: structured closed-form products above that (``structured``
-    True), vmapped pullbacks without a closed form. The last value says whether the closed form was used."""
-    J, mv, rmv, op = _products_op(tr, dense_max)
-    return J, mv, rmv, op is not None
-
-
-def _products_op(tr: Transition, dense_max: int) -> tuple[Tensor | None, Callable[[Tensor], Tensor] | None,
-                                                          Callable[[Tensor], Tensor] | None, StructuredJacobian | None]:
-    """:func:`_products` with the closed form itself (None when not used) in place of the flag."""
+    ``dense_max``), or ``(None, mv, rmv, op)``: structured closed-form products above that, vmapped pullbacks without
+    a closed form. ``op``: the closed form used, None when autograd was."""
     op = _closed_form(tr)
     n = max(tr.source.shape[-1], tr.out_dim())
     if op is not None and n > WARM_CLOSED_FORM_DENSE_MAX:
@@ -746,7 +739,7 @@ def _group_operator(trs: list[Transition], dense_max: int
     shapes: stacked (:func:`_stacked`); else one product per transition. ``(joint, None, None)``, or for a single
     transition with vmapped pullbacks ``(None, mv, rmv)`` (its chains run apart); ``(None, None, None)`` for
     several transitions when one of them has pullbacks only (they then run one by one)."""
-    prods = [_products_op(tr, dense_max) for tr in trs]
+    prods = [_products(tr, dense_max) for tr in trs]
     if any(J is None and op is None for J, _, _, op in prods):
         return (None, prods[0][1], prods[0][2]) if len(trs) == 1 else (None, None, None)
     sizes = [tr.batch_size for tr in trs]
@@ -942,7 +935,7 @@ def _warm_radius_group(trs: list[Transition], state: WarmState, *, block: int, b
     radii = []
     for tr, key, got in zip(trs, keys, gots, strict=True):
         with torch.no_grad():
-            if warm:  # a lost pair restarts cold
+            if warm:  # a lost pair retries warm, then restarts cold
                 got = _restart_lost(tr, got, lambda t, r=None, l=None: _radius_pairs(t, r, l, **opts),
                                     state.stats, 3, kept_at=(4, 5))
             theta, v, w, ok, right, left = got

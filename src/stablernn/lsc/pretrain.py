@@ -588,14 +588,14 @@ def _rescale_time_constants(stack: Any, transitions: list[Transition], radii: li
 
 def _slow_copies(module: nn.Module, optimizer: torch.optim.Optimizer | None) -> list[tuple[Tensor, Tensor]]:
     """``(parameter, Lookahead slow copy)`` for the module's parameters that the optimizer keeps a slow copy of."""
-    if optimizer is None:
-        return []
-    out = []
-    for p in module.parameters():
-        slow = optimizer.state.get(p, {}).get("slow_params")
-        if isinstance(slow, Tensor):
-            out.append((p, slow))
-    return out
+    pairs = [(p, _slow_copy(optimizer, p)) for p in module.parameters()]
+    return [(p, s) for p, s in pairs if s is not None]
+
+
+def _slow_copy(optimizer: torch.optim.Optimizer | None, p: Tensor) -> Tensor | None:
+    """A Lookahead optimizer's slow copy of ``p`` (``state[p]["slow_params"]``: stablernn.optim.Lookahead), or None."""
+    slow = optimizer.state.get(p, {}).get("slow_params") if optimizer is not None else None
+    return slow if isinstance(slow, Tensor) else None
 
 
 # --- closed-form weight rescaling (issue 13, item 3; docs/lsc.md "Fewer steps") -------------------------------------
@@ -678,8 +678,8 @@ def _scale_weights_(weights: dict[tuple[str, int], Rescalable], scales: dict[tup
             continue
         for part in _parts(w):
             part.mul_(m)
-            slow = optimizer.state.get(part, {}).get("slow_params") if optimizer is not None else None
-            if isinstance(slow, Tensor):
+            slow = _slow_copy(optimizer, part)
+            if slow is not None:
                 slow.mul_(m)
         done[key] = m
     return done
